@@ -1,0 +1,145 @@
+"""Trainable activations that convert to spiking neurons.
+
+* :class:`RateNorm` - the Rate Norm Layer of RNL+RIL (Ding et al., IJCAI 2021).
+* :class:`QCFS` - quantisation-clip-floor-shift (Bu et al., ICLR 2022), used by PASCAL.
+
+Models never hard-code an activation: they take a factory (a zero-argument callable returning a
+fresh module, see :func:`activation_factory`), so the same architecture is built with ReLU,
+RateNorm or QCFS. Formulas follow ``shared/reference/algorithms.md`` sections 1.1 and 2.2.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+ActivationFactory = Callable[[], nn.Module]
+
+#: the activations a model can be built with (name -> module class)
+ACTIVATIONS = ("relu", "rnl", "qcfs")
+
+
+class RateNorm(nn.Module):
+    """Rate Norm Layer: ``clamp(relu(x) / theta, 0, 1)`` with ``theta = running_max * p + eps``.
+
+    ``p`` is ``sigmoid(scale)`` (``scale_mode="sigmoid"``, the authors' choice) or ``|scale|``
+    (``scale_mode="abs"``), where ``scale`` is a raw trainable scalar (init 10, so p ~ 1).
+    While training and not :attr:`lock_max`, the running max is updated *before* normalising,
+    ``running_max <- (1 - momentum) * running_max + momentum * max(relu(x))`` over the whole
+    batch tensor, with no gradient. Output has the input's shape, values in [0, 1] (firing rates).
+    """
+
+    def __init__(
+        self,
+        scale_init: float = 10.0,
+        scale_mode: str = "sigmoid",
+        momentum: float = 0.1,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if scale_mode not in ("sigmoid", "abs"):
+            raise ValueError(f"scale_mode must be 'sigmoid' or 'abs', got {scale_mode!r}")
+        self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+        self.register_buffer("running_max", torch.tensor(1.0))
+        self.scale_mode = scale_mode
+        self.momentum = momentum
+        self.eps = eps
+        self.lock_max = False
+
+    def p(self) -> torch.Tensor:
+        """The threshold scale p in (0, 1] (a 0-d tensor, differentiable in ``scale``)."""
+        return torch.sigmoid(self.scale) if self.scale_mode == "sigmoid" else self.scale.abs()
+
+    def threshold(self) -> torch.Tensor:
+        """theta = running_max * p + eps (a 0-d tensor; the IF threshold after conversion)."""
+        return self.running_max * self.p() + self.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positive = torch.relu(x)
+        if self.training and not self.lock_max:
+            with torch.no_grad():
+                batch_max = positive.max().to(self.running_max.dtype)
+                self.running_max.mul_(1.0 - self.momentum).add_(self.momentum * batch_max)
+        return torch.clamp(positive / self.threshold(), 0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"scale_mode={self.scale_mode}, momentum={self.momentum}, lock_max={self.lock_max}"
+
+
+class _FloorSTE(torch.autograd.Function):
+    """floor() whose backward is the identity (straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def floor_ste(x: torch.Tensor) -> torch.Tensor:
+    """``floor(x)`` in the forward pass, identity gradient in the backward pass."""
+    return _FloorSTE.apply(x)
+
+
+class QCFS(nn.Module):
+    """Quantisation-clip-floor-shift activation.
+
+    ``a = lambda * floor(clamp(z / lambda, 0, 1) * L + 0.5) / L``: ``levels`` = L quantisation
+    steps (the SNN's time steps under PASCAL), ``threshold`` = lambda, trainable, one scalar per
+    layer (QCFS initialises it to 8.0, PASCAL to 1.0). Outputs lie in {0, lambda/L, ..., lambda};
+    the floor has a straight-through gradient. Operation order as in the QCFS "new" repository
+    and PASCAL: divide, clamp, floor, multiply.
+    """
+
+    def __init__(self, levels: int = 8, threshold: float = 8.0) -> None:
+        super().__init__()
+        self.levels = check_levels_value(levels)
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        levels = self.levels
+        u = torch.clamp(z / self.threshold, 0.0, 1.0)
+        return floor_ste(u * levels + 0.5) / levels * self.threshold
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+def check_levels_value(levels: int) -> int:
+    """Return ``levels`` as an int, refusing anything that is not a positive integer."""
+    if isinstance(levels, bool) or int(levels) != levels or int(levels) < 1:
+        raise ValueError(f"levels must be a positive integer, got {levels!r}")
+    return int(levels)
+
+
+def activation_factory(
+    kind: str,
+    *,
+    levels: int = 8,
+    threshold: float = 8.0,
+    scale_init: float = 10.0,
+    scale_mode: str = "sigmoid",
+) -> ActivationFactory:
+    """A zero-argument callable that builds one fresh activation module of ``kind``.
+
+    ``kind`` is ``"relu"``, ``"rnl"`` (uses ``scale_init``, ``scale_mode``) or ``"qcfs"`` (uses
+    ``levels``, ``threshold``; per-layer levels are set afterwards with
+    :func:`snnconv.models.set_levels`).
+    """
+    if kind == "relu":
+        return lambda: nn.ReLU(inplace=False)
+    if kind == "rnl":
+        return lambda: RateNorm(scale_init=scale_init, scale_mode=scale_mode)
+    if kind == "qcfs":
+        check_levels_value(levels)
+        return lambda: QCFS(levels=levels, threshold=threshold)
+    raise ValueError(f"unknown activation {kind!r}; expected one of {', '.join(ACTIVATIONS)}")
+
+
+def is_activation(module: nn.Module) -> bool:
+    """True for the modules a model exposes as its activation layers."""
+    return isinstance(module, (nn.ReLU, RateNorm, QCFS))

@@ -1,0 +1,181 @@
+"""One trial end to end: ``run_trial(config) -> TrialResult``. No Ray or MLflow here.
+
+Data flow (DESIGN.md section 3)::
+
+    TrialConfig -> data -> model(activation = rnl | qcfs)
+       stage 1: ANN weights through the cache (trained once per key)
+       stage 2: rnl -> RIL scale training | qcfs -> layerwise-L fine-tune
+       convert -> simulate -> metrics -> TrialResult
+
+Progress and intermediate metrics go to an optional ``on_progress(stage, metrics)`` callback, which
+the sweep turns into ``tune.report`` calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .cache import Stage1Cache, stable_hash
+from .config import TrialConfig, validate
+from .data import DataBundle, load_data
+from .layers import ActivationFactory, RateNorm, activation_factory
+from .models import build_model
+from .train import EpochCallback, evaluate, resolve_device, seed_everything, train_model
+
+#: ``on_progress(stage, metrics)``: stage is e.g. "stage1", "stage2", "finetune", "simulate"
+ProgressCallback = Callable[[str, Mapping[str, float]], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1
+
+
+def stage1_activation(config: TrialConfig) -> ActivationFactory:
+    """The activation stage 1 trains with: Rate Norm with p ~ 1 (rnl) or uniform-L QCFS (qcfs)."""
+    if config.method == "rnl":
+        # p = sigmoid(10) = 0.99995 (the authors' "p = 1"); with |scale| mode p = 1 exactly
+        raw = 10.0 if config.rnl.scale_mode == "sigmoid" else 1.0
+        return activation_factory("rnl", scale_init=raw, scale_mode=config.rnl.scale_mode)
+    return activation_factory("qcfs", levels=config.qcfs.stage1_levels, threshold=config.qcfs.threshold_init)
+
+
+def stage1_key(config: TrialConfig) -> str:
+    """Hash of everything that determines the stage-1 weights (not the stage-2 knobs)."""
+    data = config.data
+    data_fields = {"name": data.name, "batch_size": data.batch_size, "val_size": data.val_size,
+                   "augment": data.augment, "cutout": data.cutout, "split_seed": data.split_seed}
+    if data.name == "synthetic":
+        data_fields.update(num_classes=data.num_classes, channels=data.channels, image_size=data.image_size,
+                           num_train=data.num_train, num_val=data.num_val, num_test=data.num_test)
+    if config.method == "rnl":
+        activation = {"kind": "rnl", "scale_mode": config.rnl.scale_mode}
+    else:
+        activation = {"kind": "qcfs", "levels": config.qcfs.stage1_levels,
+                      "threshold": config.qcfs.threshold_init}
+    return stable_hash({
+        "model": config.model, "dropout": config.dropout, "data": data_fields, "activation": activation,
+        "stage1": dataclasses.asdict(config.stage1), "seed": config.seed,
+    })
+
+
+def build_trial_model(config: TrialConfig, data: DataBundle, activation: ActivationFactory | None = None) -> nn.Module:
+    """The trial's model for ``data`` with the stage-1 activation (or ``activation``)."""
+    return build_model(
+        config.model, activation or stage1_activation(config), num_classes=data.num_classes,
+        in_channels=data.in_channels, image_size=data.image_size, dropout=config.dropout,
+    )
+
+
+def stage1_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What stage 1 trains: every parameter except the Rate Norm scales (p stays ~ 1)."""
+    scales = {id(m.scale) for m in model.modules() if isinstance(m, RateNorm)}
+    return [p for p in model.parameters() if id(p) not in scales]
+
+
+@dataclass
+class Stage1Result:
+    """The stage-1 model (eval mode, on ``device``), its data, accuracies (percent) and cache facts."""
+
+    key: str
+    path: Path
+    cache_hit: bool
+    model: nn.Module
+    data: DataBundle
+    device: torch.device
+    val_acc: float
+    test_acc: float
+    seconds: float
+
+
+def stage1(config: TrialConfig, *, data: DataBundle | None = None, on_epoch: EpochCallback | None = None,
+           cache: Stage1Cache | None = None) -> Stage1Result:
+    """Train the stage-1 ANN of ``config``, or load it from the cache when its key is there."""
+    validate(config)
+    device = resolve_device(config.device)
+    data = data or load_data(config.data, device)
+    cache = cache or Stage1Cache(config.cache_dir)
+    key = stage1_key(config)
+    start = time.perf_counter()
+
+    def train() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        seed_everything(config.seed)
+        model = build_trial_model(config, data).to(device)
+        history = train_model(model, data.train, config.stage1, device, val_loader=data.val,
+                              params=stage1_parameters(model), on_epoch=on_epoch)
+        meta = {"key": key, "config": config.to_dict(), "seconds": time.perf_counter() - start,
+                "val_acc": history[-1].val_acc, "epochs": len(history)}
+        return model.state_dict(), meta
+
+    entry = cache.get_or_train(key, train)
+    model = build_trial_model(config, data)
+    model.load_state_dict(entry.state_dict)
+    model.to(device).eval()
+    return Stage1Result(
+        key=key, path=entry.path, cache_hit=entry.hit, model=model, data=data, device=device,
+        val_acc=evaluate(model, data.val, device), test_acc=evaluate(model, data.test, device),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with every parameter frozen (e.g. a teacher)."""
+    teacher = copy.deepcopy(model).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+# ---------------------------------------------------------------------------------------------
+# trial result
+
+
+@dataclass
+class TrialResult:
+    """What one trial produced (accuracies in percent). See DESIGN.md section 5 for the names.
+
+    ``layers`` is a per-layer table (one dict per activation layer: name, fan_in, and the
+    method's diagnostics such as threshold, omega, firing_rate, levels, al, equiv_abs_err);
+    ``acc_curve[t-1]`` is the SNN accuracy after t time steps.
+    """
+
+    method: str
+    ann_acc: float
+    snn_acc: float
+    omega: float
+    t_eff: float
+    synops: float
+    energy_mj: float
+    acc_curve: list[float] = field(default_factory=list)
+    equiv_max_abs_err: float | None = None
+    levels: list[int] | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    #: method-specific tables, e.g. the RIL candidates (lam, val_acc, omega)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: extra scalar metrics (e.g. stage-2 steps, val accuracy at the start of stage 2)
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+    stage1_key: str = ""
+    stage1_cache_hit: bool = False
+    stage1_seconds: float = 0.0
+    seconds: float = 0.0
+    #: the final model (not serialised by ``summary``)
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        """The scalar metrics of DESIGN.md section 5 plus the extras (NaN where undefined)."""
+        nan = float("nan")
+        values = {
+            "ann_acc": self.ann_acc, "snn_acc": self.snn_acc, "omega": self.omega, "t_eff": self.t_eff,
+            "synops": self.synops, "energy_mj": self.energy_mj,
+            "equiv_max_abs_err": nan if self.equiv_max_abs_err is None else self.equiv_max_abs_err,
+            "stage1_seconds": self.stage1_seconds, "trial_seconds": self.seconds,
+        }
+        values.update(self.extra_metrics)
+        return {k: float(v) for k, v in values.items()}
