@@ -68,7 +68,7 @@ class Stage1Config:
     weight_decay: float = 5e-4
     #: cosine | step | constant
     schedule: str = "cosine"
-    #: epochs at which the step schedule multiplies the lr by gamma
+    #: the step schedule multiplies the lr by gamma once this many epochs have finished (MultiStepLR)
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     label_smoothing: float = 0.0
