@@ -171,6 +171,10 @@ def _check_type(path: str, value: Any, hint: Any) -> Any:
             except ConfigError as error:
                 errors.append(str(error))
         raise ConfigError(f"{path}: {value!r} is not allowed ({'; or '.join(errors)})")
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")

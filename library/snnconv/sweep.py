@@ -1,0 +1,584 @@
+"""Ray Tune glue: a sweep of conversion trials, tracked in MLflow (imports ray lazily).
+
+A sweep is described by a :class:`SweepSpec` (a YAML preset in ``configs/``): a base trial config,
+the methods to run, the search space per method, the search algorithm and the resources. Each Ray
+Tune trial calls :func:`snnconv.pipeline.run_trial` and logs to its own nested MLflow run; stage 1
+is shared through the on-disk cache (one training per stage-1 key, guarded by a file lock).
+
+Search-space entries (``space: {method: {dotted.key: spec}}``), each ``spec`` a mapping:
+
+==========================================  ===================================================
+``{type: choice, values: [...]}``           one of the values (grid: every value)
+``{type: uniform, low, high}``              uniform float
+``{type: loguniform, low, high}``           log-uniform float; ``zero_fraction: f`` adds the
+                                            value 0 with probability ~f (lambda "plus 0")
+``{type: per_layer, values: [1, 2, ...]}``  one choice per activation layer -> a list (layerwise L)
+``{type: sorted_uniform, low, high, count}``  ``count`` uniform floats, sorted -> a list
+==========================================  ===================================================
+
+Any spec may carry ``grid: [...]`` (the values ``--search grid`` uses).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import tracking
+from .cache import default_cache_dir
+from .config import METHODS, ConfigError, _from_dict, activation_names, apply_overrides, from_dict, load_yaml
+
+SEARCHES = ("random", "grid", "optuna")
+SCHEDULERS = ("none", "asha")
+OBJECTIVES = ("omega", "t_eff")
+SPACE_TYPES = ("choice", "uniform", "loguniform", "per_layer", "sorted_uniform")
+#: the keys every tune.report carries (Tune checks searcher / scheduler metrics on each result)
+REPORT_KEYS = ("val_acc", "ann_acc", "snn_acc", "omega", "t_eff")
+STATE_FILE = "snnconv_sweep.json"
+
+
+@dataclass
+class SweepSpec:
+    """A sweep: what to search, how, and with which resources (a preset YAML file)."""
+
+    name: str = "demo"
+    description: str = ""
+    #: rnl, qcfs or both
+    methods: list[str] = field(default_factory=lambda: ["rnl", "qcfs"])
+    #: trials per method
+    num_samples: int = 4
+    search: str = "random"
+    scheduler: str = "none"
+    #: the cost Optuna minimises next to maximising snn_acc: omega | t_eff
+    objective: str = "omega"
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    seed: int = 0
+    #: ASHA: first rung (in reported iterations) and the most iterations a trial reports
+    grace_period: int = 2
+    max_t: int = 100
+    #: the base trial config (nested, as TrialConfig)
+    trial: dict[str, Any] = field(default_factory=dict)
+    #: method -> nested TrialConfig values that differ for that method (e.g. the paper's stage-1 recipe)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: method -> {dotted config key: spec}
+    space: dict[str, Any] = field(default_factory=dict)
+
+
+def load_spec(preset: str | None = None, config_file: str | None = None, presets_dir: str | Path | None = None) -> SweepSpec:
+    """Load a preset by name (``configs/<name>.yaml``) or a sweep YAML file; validate it."""
+    if config_file:
+        data = load_yaml(config_file)
+    else:
+        folder = Path(presets_dir) if presets_dir else Path.cwd() / "configs"
+        preset = preset or "demo"
+        path = folder / f"{preset}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+            raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known) or '(none found)'}")
+        data = load_yaml(path)
+    spec = _from_dict(SweepSpec, data)
+    validate_spec(spec)
+    return spec
+
+
+def validate_spec(spec: SweepSpec) -> None:
+    """Check a sweep before any work: methods, search, resources, every space entry, the base trial."""
+    if not spec.methods or any(m not in METHODS for m in spec.methods):
+        raise ConfigError(f"methods: {spec.methods!r} is not allowed; choose from {', '.join(METHODS)}")
+    for name, value, allowed in (("search", spec.search, SEARCHES), ("scheduler", spec.scheduler, SCHEDULERS),
+                                 ("objective", spec.objective, OBJECTIVES)):
+        if value not in allowed:
+            raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+    for name in ("num_samples", "max_concurrent", "cpus_per_trial", "grace_period", "max_t"):
+        if not getattr(spec, name) > 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(spec, name)!r}")
+    if spec.gpus_per_trial < 0:
+        raise ConfigError(f"gpus_per_trial: must be zero or positive, got {spec.gpus_per_trial!r}")
+    for section in ("space", "overrides"):
+        unknown = [m for m in getattr(spec, section) if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"{section}: unknown method {unknown[0]!r}; allowed: {', '.join(METHODS)}")
+    for method in spec.methods:
+        base = method_base(spec, method)
+        entries = spec.space.get(method) or {}
+        for key, entry in entries.items():
+            _validate_entry(f"space.{method}.{key}", entry, spec.search)
+            # the key must name a real config field: apply a representative value
+            apply_overrides(base, {key: _example(entry, base.model)})
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def method_base(spec: SweepSpec, method: str):
+    """The validated base TrialConfig of ``method``: ``trial`` merged with ``overrides[method]``."""
+    return from_dict({**_merge(spec.trial, spec.overrides.get(method) or {}), "method": method})
+
+
+def _validate_entry(path: str, entry: Any, search: str) -> None:
+    if not isinstance(entry, Mapping) or entry.get("type") not in SPACE_TYPES:
+        raise ConfigError(f"{path}: expected a mapping with type one of {', '.join(SPACE_TYPES)}, got {entry!r}")
+    kind = entry["type"]
+    required = {"choice": ("values",), "per_layer": ("values",), "uniform": ("low", "high"),
+                "loguniform": ("low", "high"), "sorted_uniform": ("low", "high", "count")}[kind]
+    for key in required:
+        if key not in entry:
+            raise ConfigError(f"{path}: a {kind} entry needs {key!r}")
+    if kind in ("uniform", "loguniform", "sorted_uniform") and not entry["low"] < entry["high"]:
+        raise ConfigError(f"{path}: low must be below high, got {entry['low']} and {entry['high']}")
+    if kind == "loguniform" and entry["low"] <= 0:
+        raise ConfigError(f"{path}: loguniform needs low > 0, got {entry['low']}")
+    if search == "grid" and kind in ("uniform", "loguniform", "sorted_uniform", "per_layer") and "grid" not in entry:
+        raise ConfigError(f"{path}: --search grid needs a 'grid: [...]' list of values for this {kind} entry")
+
+
+def _example(entry: Mapping[str, Any], model: str) -> Any:
+    kind = entry["type"]
+    if "grid" in entry:
+        return entry["grid"][0]
+    if kind == "choice":
+        return entry["values"][0]
+    if kind == "per_layer":
+        return [entry["values"][0]] * len(activation_names(model))
+    if kind == "sorted_uniform":
+        return [float(entry["low"])] * int(entry["count"])
+    return float(entry["low"])
+
+
+# ---------------------------------------------------------------------------------------------
+# search space <-> trial overrides
+
+_INDEXED = re.compile(r"^(?P<key>.+)\[(?P<index>\d+)\]$")
+_LOG10 = ":log10"
+
+
+def build_param_space(spec: SweepSpec, methods: list[str]) -> dict[str, Any]:
+    """The Ray Tune param space: ``method`` plus every method's entries (flat, dotted keys)."""
+    from ray import tune
+
+    base = method_base(spec, methods[0])
+    grid = spec.search == "grid"
+    space: dict[str, Any] = {}
+    if len(methods) > 1:
+        space["method"] = tune.choice(methods) if spec.search == "optuna" else tune.grid_search(methods)
+    else:
+        space["method"] = methods[0]
+    for method in methods:
+        for key, entry in (spec.space.get(method) or {}).items():
+            kind = entry["type"]
+            if grid and kind == "choice" and "grid" not in entry:
+                space[key] = tune.grid_search(list(entry["values"]))
+            elif grid:
+                space[key] = tune.grid_search(list(entry["grid"]))
+            elif kind == "choice":
+                space[key] = tune.choice(list(entry["values"]))
+            elif kind == "uniform":
+                space[key] = tune.uniform(entry["low"], entry["high"])
+            elif kind == "loguniform" and entry.get("zero_fraction"):
+                low, high = math.log10(entry["low"]), math.log10(entry["high"])
+                fraction = float(entry["zero_fraction"])
+                space[key + _LOG10] = tune.uniform(low - (high - low) * fraction / (1 - fraction), high)
+            elif kind == "loguniform":
+                space[key] = tune.loguniform(entry["low"], entry["high"])
+            elif kind == "per_layer":
+                for index in range(len(activation_names(base.model))):
+                    space[f"{key}[{index}]"] = tune.choice(list(entry["values"]))
+            elif kind == "sorted_uniform":
+                for index in range(int(entry["count"])):
+                    space[f"{key}[{index}]"] = tune.uniform(entry["low"], entry["high"])
+    return space
+
+
+def decode_params(params: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
+    """Tune's sampled params -> dotted config overrides (lists assembled, log10 decoded).
+
+    Only the entries of the trial's own method are kept.
+    """
+    method = params["method"]
+    own = spec.space.get(method) or {}
+    overrides: dict[str, Any] = {"method": method}
+    lists: dict[str, dict[int, Any]] = {}
+    for name, value in params.items():
+        if name == "method":
+            continue
+        if name.endswith(_LOG10):
+            key = name[: -len(_LOG10)]
+            if key in own:
+                overrides[key] = 0.0 if value < math.log10(own[key]["low"]) else float(10 ** value)
+            continue
+        match = _INDEXED.match(name)
+        if match and match["key"] in own:
+            lists.setdefault(match["key"], {})[int(match["index"])] = value
+        elif name in own:
+            overrides[name] = value
+    for key, items in lists.items():
+        values = [items[i] for i in sorted(items)]
+        overrides[key] = sorted(values) if own[key]["type"] == "sorted_uniform" else values
+    return overrides
+
+
+def trial_params(config, result) -> dict[str, Any]:
+    """The MLflow params of one trial (DESIGN.md section 5), only those the method used."""
+    params: dict[str, Any] = {
+        "method": config.method, "model": config.model, "dataset": config.data.name, "seed": config.seed,
+        "stage1_epochs": config.stage1.epochs, "stage1_lr": config.stage1.lr,
+    }
+    if config.method == "rnl":
+        rnl = config.rnl
+        params.update(lam=rnl.lam, lr=rnl.lr, sharescale=rnl.sharescale, scale_init=rnl.scale_init,
+                      scale_mode=rnl.scale_mode, teacher=rnl.teacher, v_init=rnl.v_init, t_max=rnl.t_max,
+                      acc_tolerance=rnl.acc_tolerance, stage2_epochs=rnl.epochs)
+    else:
+        qcfs = config.qcfs
+        profile = qcfs.levels if isinstance(qcfs.levels, str) else ("custom" if qcfs.levels else "uniform")
+        params.update(lr=qcfs.finetune_lr, levels_profile=profile, stage1_levels=qcfs.stage1_levels,
+                      threshold_init=qcfs.threshold_init, finetune_epochs=qcfs.finetune_epochs,
+                      al_thresholds=qcfs.al_thresholds, t_max=qcfs.t_max)
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainable (runs in a Ray worker)
+
+
+def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict[str, Any]],
+               tracker: tracking.SweepTracker, threads: int) -> None:
+    import torch
+    from ray import tune
+
+    from .pipeline import run_trial
+
+    torch.set_num_threads(threads)
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    config = apply_overrides(from_dict(bases[params["method"]]), decode_params(params, spec))
+    run_id = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config, None))
+    last = {key: math.nan for key in REPORT_KEYS}
+    iteration = 0
+
+    def on_progress(stage: str, metrics: Mapping[str, float]) -> None:
+        nonlocal iteration
+        iteration += 1
+        last.update({k: float(v) for k, v in metrics.items() if k in REPORT_KEYS})
+        tracking.log_progress(tracker, run_id, {f"{stage}_{k}": v for k, v in metrics.items()}, iteration)
+        tune.report({**last, "stage": stage, "snn_acc": math.nan, "t_eff": math.nan})
+
+    try:
+        result = run_trial(config, on_progress=on_progress)
+        tracking.log_trial_result(tracker, run_id, result, {
+            "stage1_key": result.stage1_key, "levels": result.levels if result.levels else "",
+        })
+        tracking.end_trial(tracker, run_id, "FINISHED")
+    except BaseException as error:  # noqa: BLE001 - recorded, then re-raised for Tune
+        text = f"{type(error).__name__}: {error}"
+        tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
+        raise
+    metrics = result.metrics()
+    final = {**last, **{k: metrics[k] for k in ("ann_acc", "snn_acc", "omega", "t_eff")}}
+    if math.isnan(final["val_acc"]):
+        final["val_acc"] = metrics["ann_acc"]
+    tune.report({**final, "stage": "done", "synops": metrics["synops"], "energy_mj": metrics["energy_mj"],
+                 "stage1_cache_hit": float(result.stage1_cache_hit), "trial_seconds": result.seconds,
+                 "mlflow_run_id": run_id})
+
+
+# ---------------------------------------------------------------------------------------------
+# running a sweep
+
+
+@dataclass
+class SweepOptions:
+    """Command-line settings that are not part of the preset."""
+
+    address: str | None = None
+    tracking_uri: str | None = None
+    storage_path: str | None = None
+    resume: str | None = None
+    num_cpus: int | None = None
+    verbose: int = 1
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished sweep left behind."""
+
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    storage_dir: Path
+    table: Any  # pandas.DataFrame, one row per trial run
+    report_dir: Path | None = None
+
+
+def _trial_lines(total: int):
+    """A Tune callback printing one line per finished or failed trial."""
+    from ray import tune
+
+    class TrialLines(tune.Callback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            r = trial.last_result or {}
+            print(f"[{self.done}/{total}] {trial.trial_id} {trial.config.get('method', '?'):4s} done   "
+                  f"ann {r.get('ann_acc', math.nan):6.2f}%  snn {r.get('snn_acc', math.nan):6.2f}%  "
+                  f"omega {r.get('omega', math.nan):7.3f}  t_eff {r.get('t_eff', math.nan):7.2f}  "
+                  f"{r.get('trial_seconds', math.nan):5.1f}s", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.done += 1
+            print(f"[{self.done}/{total}] {trial.trial_id} {trial.config.get('method', '?'):4s} FAILED "
+                  "(recorded in MLflow; the sweep goes on)", flush=True)
+
+    return TrialLines()
+
+
+def _state_path(storage_dir: Path) -> Path:
+    return storage_dir / STATE_FILE
+
+
+def _latest_sweep_dir(storage: Path, name: str | None) -> Path:
+    candidates = sorted(storage.glob(f"*/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
+    if name:
+        candidates = [p for p in candidates if p.parent.name == name or p.parent.name.startswith(name)]
+    if not candidates:
+        raise ConfigError(f"--resume: no sweep to resume under {storage}" + (f" matching {name!r}" if name else ""))
+    return candidates[-1].parent
+
+
+def _search_and_scheduler(spec: SweepSpec, total: int):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search_alg = BasicVariantGenerator(random_state=spec.seed)
+    metric = mode = None
+    if spec.search == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(50, total // 2)), seed=spec.seed)
+        search_alg = OptunaSearch(metric=["snn_acc", spec.objective], mode=["max", "min"], sampler=sampler,
+                                  seed=spec.seed)
+    scheduler = None
+    if spec.scheduler == "asha":
+        scheduler = ASHAScheduler(metric="val_acc", mode="max", grace_period=spec.grace_period,
+                                  max_t=spec.max_t, reduction_factor=2)
+    return search_alg, scheduler, metric, mode
+
+
+def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutcome:
+    """Run (or resume) a sweep with Ray Tune; log to MLflow; write the Pareto fronts at the end."""
+    import ray
+    from ray import tune
+
+    options = options or SweepOptions()
+    validate_spec(spec)
+    tracking_uri = tracking.resolve_tracking_uri(options.tracking_uri)
+    storage = Path(options.storage_path or "ray_results").resolve()
+    methods = list(spec.methods)
+    bases = {}
+    for method in methods:
+        base = method_base(spec, method).to_dict()
+        # every worker must reach the stage-1 cache: an absolute folder (a shared one on a cluster)
+        base["cache_dir"] = str(Path(base["cache_dir"] or default_cache_dir()).resolve())
+        base["seed"] = spec.seed
+        bases[method] = base
+    total = spec.num_samples * len(methods)
+    param_space = build_param_space(spec, methods)
+
+    if options.resume is not None:
+        storage_dir = _latest_sweep_dir(storage, options.resume or spec.name)
+        state = json.loads(_state_path(storage_dir).read_text())
+        tracker = tracking.SweepTracker(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
+        tracking.reopen_sweep(tracker)
+        run_name = storage_dir.name
+    else:
+        run_name = f"sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        storage_dir = storage / run_name
+        flat = _flatten({"sweep": {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("trial", "space")},
+                         "trial": bases, "space": spec.space})
+        tracker = tracking.start_sweep(tracking_uri, spec.experiment, run_name, flat,
+                                       {"snnconv.preset": spec.name, "snnconv.storage": str(storage_dir)})
+        storage_dir.mkdir(parents=True, exist_ok=True)
+        _state_path(storage_dir).write_text(json.dumps(dataclasses.asdict(tracker), indent=2))
+
+    print(f"sweep {run_name}: {total} trials ({', '.join(methods)}), search {spec.search}, "
+          f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time")
+    print(f"tracking: {tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
+
+    if not ray.is_initialized():
+        init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                     "configure_logging": True, "logging_level": "WARNING"}
+        if options.address:
+            init_args["address"] = options.address
+        elif options.num_cpus:
+            init_args["num_cpus"] = options.num_cpus
+        ray.init(**init_args)
+
+    threads = max(1, int(spec.cpus_per_trial))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, spec=spec, bases=bases, tracker=tracker, threads=threads),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    search_alg, scheduler, _, _ = _search_and_scheduler(spec, total)
+    status = "FINISHED"
+    try:
+        if options.resume is not None and tune.Tuner.can_restore(str(storage_dir)):
+            tuner = tune.Tuner.restore(str(storage_dir), trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            samples = total if spec.search == "optuna" else (1 if spec.search == "grid" else spec.num_samples)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    search_alg=search_alg, scheduler=scheduler, num_samples=samples,
+                    max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name=run_name, storage_path=str(storage), verbose=options.verbose,
+                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                    callbacks=[_trial_lines(total)],
+                ),
+            )
+        tuner.fit()
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        stopped = tracking.close_unfinished(tracker, "KILLED", "stopped early by the scheduler or an interrupt")
+        if stopped:
+            print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
+    outcome = finish_sweep(tracker, storage_dir)
+    tracking.end_sweep(tracker, status)
+    return outcome
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value and all(not isinstance(v, Mapping) or v for v in value.values()):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def finish_sweep(tracker: tracking.SweepTracker, storage_dir: Path) -> SweepOutcome:
+    """Pareto fronts over the finished trials: tags on each child, CSV + PNG on the parent run."""
+    from . import pareto
+
+    table = tracking.sweep_runs_frame(tracker)
+    report_dir = storage_dir / "pareto"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    tags = pareto.front_tags(table)
+    tracking.set_run_tags(tracker, tags)
+    for column, flag in (("omega", "pareto_omega"), ("t_eff", "pareto_t_eff")):
+        table[flag] = table["run_id"].map(lambda run_id, f=flag: tags.get(run_id, {}).get(f, "false") == "true")
+    files = pareto.write_sweep_fronts(table, report_dir)
+    tracking.log_artifacts(tracker, tracker.parent_run_id, files, "pareto")
+    return SweepOutcome(tracker.parent_run_id, tracker.experiment_id, tracker.tracking_uri, storage_dir, table,
+                        report_dir)
+
+
+def print_summary(outcome: SweepOutcome) -> None:
+    """A short table of the trials and the commands to look further."""
+    import pandas as pd
+
+    table = outcome.table
+    columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "ann_acc", "snn_acc", "omega",
+                           "t_eff", "pareto_omega", "pareto_t_eff") if c in table.columns]
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print()
+        print(table.sort_values(["status", "snn_acc"], ascending=[True, False])[columns].to_string(index=False))
+    finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
+    print(f"\n{finished} of {len(table)} trials finished; Pareto fronts: {outcome.report_dir}")
+    uri = outcome.tracking_uri
+    ui = "mlflow ui" if uri.startswith("sqlite:") and uri.endswith(str(Path.cwd() / "mlflow.db")) else \
+        f"mlflow ui --backend-store-uri {uri}"
+    print("Look further:")
+    print(f"  {ui}    then open {tracking.runs_url(uri, outcome.experiment_id)}")
+    print(f"  python analysis/pareto.py --sweep {outcome.parent_run_id}"
+          + ("" if uri.endswith(str(Path.cwd() / "mlflow.db")) else f" --tracking-uri {uri}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -> int:
+    """``python sweeps/lambda_sweep.py``: run a conversion sweep (the demo preset by default)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="lambda_sweep.py",
+        description="Sweep ANN->SNN conversion settings (RNL lambda, lr, shared scale, layerwise L) with Ray Tune, "
+                    "tracking every trial in MLflow. With no arguments: the demo preset on this machine.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="preset name in configs/ (demo, cifar10-vgg16, cifar10-resnet18, "
+                                         "cifar100-vgg16, imagenet-resnet34); default demo")
+    source.add_argument("--config", help="a sweep YAML file (same keys as the presets)")
+    parser.add_argument("--method", choices=["rnl", "qcfs", "both"], help="which conversion method(s) to sweep")
+    parser.add_argument("--num-samples", type=int, help="trials per method")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU (e.g. 0.25)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial (also torch threads)")
+    parser.add_argument("--max-concurrent", type=int, help="most trials running at once")
+    parser.add_argument("--search", choices=SEARCHES, help="random, grid, or optuna (multi-objective NSGA-II: "
+                                                           "max snn_acc, min the --objective)")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="cost Optuna minimises next to snn_acc")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, help="asha stops trials early on stage-2 val accuracy")
+    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here, or "
+                                               "$MLFLOW_TRACKING_URI)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default snnconv)")
+    parser.add_argument("--storage-path", help="Ray Tune results folder (default ./ray_results)")
+    parser.add_argument("--resume", nargs="?", const="", help="resume the latest interrupted sweep (optionally the "
+                                                             "one whose folder name starts with RESUME)")
+    parser.add_argument("--seed", type=int, help="seed of the trials and the search")
+    parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.preset, args.config, presets_dir)
+        if args.method:
+            spec.methods = ["rnl", "qcfs"] if args.method == "both" else [args.method]
+        for name in ("num_samples", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "search", "objective",
+                     "scheduler", "experiment", "seed"):
+            if getattr(args, name) is not None:
+                setattr(spec, name, getattr(args, name))
+        if args.data_dir:
+            spec.trial.setdefault("data", {})["data_dir"] = args.data_dir
+        validate_spec(spec)
+        options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage_path=args.storage_path,
+                               resume=args.resume, num_cpus=args.num_cpus)
+        if options.resume is not None:
+            _latest_sweep_dir(Path(options.storage_path or "ray_results").resolve(), options.resume or spec.name)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    outcome = run_sweep(spec, options)
+    print_summary(outcome)
+    return 0
