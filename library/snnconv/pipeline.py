@@ -176,6 +176,7 @@ class TrialResult:
             "synops": self.synops, "energy_mj": self.energy_mj,
             "equiv_max_abs_err": nan if self.equiv_max_abs_err is None else self.equiv_max_abs_err,
             "stage1_seconds": self.stage1_seconds, "trial_seconds": self.seconds,
+            "stage1_cache_hit": float(self.stage1_cache_hit),
         }
         values.update(self.extra_metrics)
         return {k: float(v) for k, v in values.items()}

@@ -1,0 +1,208 @@
+"""Issue 5: the sweep on a real local Ray instance with a real MLflow SQLite store in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snnconv import tracking
+from snnconv.config import ConfigError
+from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep, validate_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "methods": ["rnl", "qcfs"],
+    "num_samples": 2,
+    "search": "random",
+    "max_concurrent": 2,
+    "cpus_per_trial": 1,
+    "trial": {
+        "model": "small", "device": "cpu",
+        "data": {"name": "digits"},
+        "stage1": {"epochs": 4, "lr": 0.05},
+        "rnl": {"epochs": 1, "inspect_interval": 5, "t_max": 8},
+        "qcfs": {"stage1_levels": 4, "finetune_epochs": 1, "t_max": 8},
+    },
+    "space": {
+        "rnl": {"rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0, "zero_fraction": 0.2},
+                "rnl.sharescale": {"type": "choice", "values": [True, False]}},
+        "qcfs": {"qcfs.levels": {"type": "per_layer", "values": [1, 2, 4, 8]}},
+    },
+}
+
+
+def write_spec(folder: Path, **changes) -> Path:
+    data = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        data[key] = value
+    data["trial"]["cache_dir"] = str(folder / "cache")
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def children(uri: str, parent: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("snnconv")
+    return client, client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+# ------------------------------------------------------------------ spec handling (no Ray)
+
+def test_presets_load_and_bad_specs_are_refused(tmp_path):
+    spec = load_spec("demo", presets_dir=ROOT / "configs")
+    assert spec.methods == ["rnl", "qcfs"] and spec.num_samples * 2 >= 8
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for preset in ("cifar10-vgg16", "cifar10-resnet18", "cifar100-vgg16"):
+        raw = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())
+        raw["trial"]["data"]["data_dir"] = str(data_dir)
+        path = tmp_path / f"{preset}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        assert load_spec(config_file=str(path)).name == preset
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec("cifar10-vgg16", presets_dir=ROOT / "configs")  # ./data/cifar10 is not here
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; known presets: cifar10-resnet18"):
+        load_spec("nope", presets_dir=ROOT / "configs")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nspace: {rnl: {rnl.lamda: {type: choice, values: [1]}}}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'rnl.lamda'"):
+        load_spec(config_file=str(bad))
+    bad.write_text("name: x\nspace: {rnl: {rnl.lr: {type: loguniform, low: 0, high: 1}}}\n")
+    with pytest.raises(ConfigError, match="loguniform needs low > 0"):
+        load_spec(config_file=str(bad))
+    bad.write_text("name: x\nsearch: grid\nspace: {rnl: {rnl.lr: {type: loguniform, low: 0.1, high: 1}}}\n")
+    with pytest.raises(ConfigError, match="grid search needs a 'grid"):
+        load_spec(config_file=str(bad))
+    bad.write_text("name: [x\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_spec(config_file=str(bad))
+
+
+def test_param_space_decodes_to_trial_overrides(tmp_path):
+    spec = load_spec(config_file=str(write_spec(tmp_path)))
+    space = build_param_space(spec, ["rnl", "qcfs"])
+    assert "rnl.lam:log10" in space and "qcfs.levels[3]" in space and "qcfs.levels[4]" not in space
+    rnl = decode_params({"method": "rnl", "rnl.lam:log10": -2.5, "rnl.sharescale": False, "qcfs.levels[0]": 1}, spec)
+    assert rnl == {"method": "rnl", "rnl.lam": 0.0, "rnl.sharescale": False}
+    rnl = decode_params({"method": "rnl", "rnl.lam:log10": -1.0, "rnl.sharescale": True}, spec)
+    assert rnl["rnl.lam"] == pytest.approx(0.1)
+    qcfs = decode_params({"method": "qcfs", "qcfs.levels[1]": 2, "qcfs.levels[0]": 8, "qcfs.levels[2]": 1,
+                          "qcfs.levels[3]": 4, "rnl.lam:log10": 0.0}, spec)
+    assert qcfs == {"method": "qcfs", "qcfs.levels": [8, 2, 1, 4]}
+
+
+# ------------------------------------------------------------------ real sweeps
+
+def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ray_local):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = load_spec(config_file=str(write_spec(tmp_path)))
+    outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
+    client, runs = children(uri, outcome.parent_run_id)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["snnconv.role"] == "sweep"
+    assert parent.data.params["sweep.num_samples"] == "2"
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["method"] for r in runs) == ["qcfs", "qcfs", "rnl", "rnl"]
+    for run in runs:
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        for name in ("model", "dataset", "seed", "stage1_key", "lr"):
+            assert name in params, name
+        for name in ("ann_acc", "snn_acc", "omega", "t_eff", "synops", "energy_mj"):
+            assert name in metrics, name
+        assert tags["pareto_omega"] in ("true", "false") and tags["pareto_t_eff"] in ("true", "false")
+        assert 0 <= metrics["snn_acc"] <= 100
+        history = client.get_metric_history(run.info.run_id, "snn_acc_t")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 9))
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "layers.csv" in artifacts and "model" in artifacts
+        if params["method"] == "rnl":
+            assert {"lam", "sharescale", "scale_init"} <= set(params)
+        else:
+            assert len(json.loads(params["levels"])) == 4
+            assert metrics["equiv_max_abs_err"] <= 1e-6
+    # one stage-1 training per key: one per method here
+    for method in ("rnl", "qcfs"):
+        keys = {r.data.params["stage1_key"] for r in runs if r.data.params["method"] == method}
+        hits = [r.data.metrics["stage1_cache_hit"] for r in runs if r.data.params["method"] == method]
+        assert len(keys) == 1 and sorted(hits) == [0.0, 1.0]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    assert any(r.data.tags["pareto_omega"] == "true" for r in runs)
+    parent_files = {a.path for a in client.list_artifacts(outcome.parent_run_id, "pareto")}
+    assert {"pareto/pareto.csv", "pareto/pareto_omega.png", "pareto/pareto_t_eff.png"} <= parent_files
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_spec(tmp_path, methods=["rnl"], search="grid", num_samples=1,
+                      space={"rnl": {"stage1.lr": {"type": "choice", "values": [0.05, 1.0e12]}}})
+    outcome = run_sweep(load_spec(config_file=str(path)), SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r")))
+    _, runs = children(uri, outcome.parent_run_id)
+    status = {r.data.params["stage1_lr"]: r for r in runs}
+    assert status["0.05"].info.status == "FINISHED"
+    failed = status["1000000000000.0"]
+    assert failed.info.status == "FAILED" and "NonFiniteLossError" in failed.data.tags["error"]
+    assert failed.data.tags["pareto_omega"] == "false"
+
+
+def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="t_eff")
+    outcome = run_sweep(load_spec(config_file=str(path)), SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r")))
+    _, runs = children(uri, outcome.parent_run_id)
+    assert len(runs) == 4
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert {r.data.params["method"] for r in runs} <= {"rnl", "qcfs"}
+
+
+def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_spec(tmp_path, methods=["rnl"], num_samples=4, max_concurrent=1,
+                      trial={**TINY["trial"], "rnl": {"epochs": 3, "inspect_interval": 2, "t_max": 32}})
+    command = [sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", str(path), "--tracking-uri", uri,
+               "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:  # wait for the first finished trial, then interrupt
+        lines.append(line)
+        if "[1/4]" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    state = json.loads(next((tmp_path / "ray").glob("*/snnconv_sweep.json")).read_text())
+    _, before = children(uri, state["parent_run_id"])
+    assert not [r for r in before if r.info.status == "RUNNING"], "an interrupt left a run RUNNING"
+    assert len([r for r in before if r.info.status == "FINISHED"]) < 4, "the sweep finished before the interrupt"
+
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _, after = children(uri, state["parent_run_id"])
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    trial_ids = [r.data.tags["trial_id"] for r in after]
+    assert len(finished) == 4 and len(after) == 4 and len(set(trial_ids)) == 4
