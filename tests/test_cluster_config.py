@@ -1,0 +1,44 @@
+"""Issue 7: the cluster YAML files validate against Ray's own schema, offline, as `ray up` does."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["ray_cluster.yaml", "ray_cluster.local.yaml"])
+def test_cluster_yaml_passes_rays_schema(name):
+    config = yaml.safe_load((ROOT / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    if config["provider"]["type"] == "local":
+        assert config["provider"]["worker_ips"] and config["provider"]["head_ip"]
+    else:
+        worker = config["available_node_types"]["gpu_worker"]
+        assert config["head_node_type"] == "head" and worker["max_workers"] >= worker["min_workers"]
+    head_commands = " ".join(config["head_start_ray_commands"])
+    assert "mlflow server" in head_commands and "--dashboard-host=127.0.0.1" in head_commands
+    worker_commands = " ".join(config["worker_start_ray_commands"])
+    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in worker_commands and "SNNCONV_CACHE=" in worker_commands
+
+
+def test_aws_cluster_scales_gpu_workers_from_zero_and_keeps_ports_private():
+    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    worker = config["available_node_types"]["gpu_worker"]
+    assert worker["min_workers"] == 0 and worker["max_workers"] > 0
+    assert worker["node_config"]["InstanceType"].startswith("g5")
+    ports = {(p["FromPort"], p["ToPort"]) for p in config["provider"]["security_group"]["IpPermissions"]}
+    assert ports == {(22, 22)}  # dashboard (8265), MLflow (5000) and GCS (6379) only through forwarding
+
+
+def test_a_broken_cluster_yaml_is_refused():
+    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    config["available_node_types"]["gpu_worker"]["max_workers"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(config))
