@@ -66,6 +66,8 @@ class SweepSpec:
     gpus_per_trial: float = 0.0
     experiment: str = tracking.DEFAULT_EXPERIMENT
     seed: int = 0
+    #: share stage 1 between trials through the cache (false: every trial trains its own; for benchmarks)
+    share_stage1: bool = True
     #: ASHA: first rung (in reported iterations) and the most iterations a trial reports
     grace_period: int = 2
     max_t: int = 100
@@ -272,6 +274,8 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     context = tune.get_context()
     trial_id = context.get_trial_id()
     config = apply_overrides(from_dict(bases[params["method"]]), decode_params(params, spec))
+    if not spec.share_stage1:
+        config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     run_id = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config, None))
     last = {key: math.nan for key in REPORT_KEYS}
     iteration = 0
