@@ -239,7 +239,7 @@ def decode_params(params: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
     return overrides
 
 
-def trial_params(config, result) -> dict[str, Any]:
+def trial_params(config) -> dict[str, Any]:
     """The MLflow params of one trial (DESIGN.md section 5), only those the method used."""
     params: dict[str, Any] = {
         "method": config.method, "model": config.model, "dataset": config.data.name, "seed": config.seed,
@@ -265,6 +265,7 @@ def trial_params(config, result) -> dict[str, Any]:
 
 def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict[str, Any]],
                tracker: tracking.SweepTracker, threads: int) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -276,7 +277,8 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     config = apply_overrides(from_dict(bases[params["method"]]), decode_params(params, spec))
     if not spec.share_stage1:
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
-    run_id = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config, None))
+    node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
+    run_id = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config), node)
     last = {key: math.nan for key in REPORT_KEYS}
     iteration = 0
 

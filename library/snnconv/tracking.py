@@ -115,7 +115,8 @@ def child_runs(tracker: SweepTracker, status: str | None = None) -> list:
     return tracker.client.search_runs([tracker.experiment_id], query, max_results=50000)
 
 
-def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any]) -> str:
+def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
+                tags: Mapping[str, str] | None = None) -> str:
     """Open the child run of ``trial_id``; an unfinished run left by an interrupted attempt of the
     same trial is deleted first, so a resumed sweep never holds two runs of one trial."""
     client = tracker.client
@@ -124,7 +125,7 @@ def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Map
             client.delete_run(run.info.run_id)
     run = client.create_run(
         tracker.experiment_id, run_name=run_name,
-        tags={PARENT_TAG: tracker.parent_run_id, ROLE_TAG: "trial", "trial_id": trial_id},
+        tags={PARENT_TAG: tracker.parent_run_id, ROLE_TAG: "trial", "trial_id": trial_id, **(tags or {})},
     )
     _batch(client, run.info.run_id, params=params)
     return run.info.run_id
