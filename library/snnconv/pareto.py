@@ -192,7 +192,7 @@ def _require_columns(trials: pd.DataFrame, columns: Sequence[str]) -> None:
 
 def _objective_values(trials: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
     """(n, d) float values of ``objectives``; rows of runs that did not finish are NaN (on no front)."""
-    values = trials.loc[:, list(objectives)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    values = np.array(trials.loc[:, list(objectives)].apply(pd.to_numeric, errors="coerce"), dtype=float)
     if "status" in trials.columns:
         values[(trials["status"] != "FINISHED").to_numpy()] = np.nan
     return values
@@ -481,9 +481,13 @@ def _draw_front(axes: "Axes", trials: pd.DataFrame, x: str, y: str, *, colour: s
     if knee is not None:
         axes.scatter([values[knee, 0]], [values[knee, 1]], marker="*", s=220, facecolor="none",
                      edgecolor=colour or "black", linewidth=1.3, zorder=5, label="knee" if label is None else None)
-    if annotate:
+    if annotate:  # one label per point: identical runs share it
+        labels: dict[tuple[float, float], list[str]] = {}
         for (_, row), (px, py) in zip(rows.iterrows(), front):
-            axes.annotate(run_label(row), (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            labels.setdefault((px, py), []).append(run_label(row))
+        for point, texts in labels.items():
+            axes.annotate(", ".join(dict.fromkeys(texts)), point, textcoords="offset points", xytext=(5, 4),
+                          fontsize=7)
 
 
 def plot_front(trials: pd.DataFrame, x: str, y: str, path: Path | str, *, title: str | None = None) -> Path:
@@ -538,7 +542,8 @@ def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: P
     for index, row in enumerate(rows):
         colour = f"C{index % 10}"
         curve = curves[row["run_id"]]
-        axes.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, linewidth=1.4, label=run_label(row))
+        axes.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, linewidth=1.4,
+                  label=f"{row.get('run_name')}: {run_label(row)}")
         ann = pd.to_numeric(pd.Series([row.get("ann_acc")]), errors="coerce").iloc[0]
         if np.isfinite(ann):
             axes.axhline(ann, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
@@ -562,7 +567,7 @@ def plot_levels(runs: pd.DataFrame, path: Path | str) -> Path | None:
     for index, (row, levels) in enumerate(rows):
         layers = np.arange(1, len(levels) + 1)
         axes.plot(layers, levels, marker="o", drawstyle="steps-mid", color=f"C{index % 10}",
-                  linewidth=1.2, label=f"{run_label(row)} ({row.get('run_name')})")
+                  linewidth=1.2, label=f"{row.get('run_name')}: {run_label(row)}")
     axes.set_yscale("log", base=2)
     ticks = sorted({v for _, levels in rows for v in levels})
     axes.set_yticks(ticks, [str(v) for v in ticks])
