@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "library"))  # run from a checkout without install
 
-from snnconv.pareto import main  # noqa: E402
+from snnconv.pareto_report import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
