@@ -58,7 +58,6 @@ REFERENCE_MARGIN = 0.1
 TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"),
                  ("sharescale", "sharescale"), ("levels", "levels"), ("snn_acc", "snn_acc"),
                  ("omega", "omega"), ("t_eff", "t_eff"))
-_CHUNK_ROWS = 1024
 _METHOD_COLOURS = {"rnl": "tab:blue", "qcfs": "tab:orange"}
 
 
@@ -94,20 +93,34 @@ def pareto_mask(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
 
     ``senses[k]`` is "max" or "min" for column k. A row with any NaN or inf is never on the front
     and does not dominate others. Identical rows do not dominate each other (all are on the front).
-    Vectorised pairwise comparison in row blocks: O(n^2 d) time, O(block x n x d) memory.
+    Works on the distinct rows in lexicographic order, where only an earlier row can dominate a
+    later one: a running minimum in 2-D (O(n log n)); above, one pass over the remaining rows per
+    front row (O(n x front size x d)).
     """
     points = _as_minimisation(values, senses)
     finite = np.isfinite(points).all(axis=1)
-    candidates = points[finite]
-    dominated = np.zeros(len(candidates), dtype=bool)
-    for start in range(0, len(candidates), _CHUNK_ROWS):
-        block = candidates[start:start + _CHUNK_ROWS, None, :]          # (b, 1, d)
-        no_worse = (candidates[None, :, :] <= block).all(axis=2)        # (b, n): j no worse than i
-        better = (candidates[None, :, :] < block).any(axis=2)           # (b, n): j better somewhere
-        dominated[start:start + _CHUNK_ROWS] = (no_worse & better).any(axis=1)
     mask = np.zeros(len(points), dtype=bool)
-    mask[finite] = ~dominated
+    if finite.any():
+        distinct, inverse = np.unique(points[finite], axis=0, return_inverse=True)
+        mask[finite] = _distinct_sorted_front(distinct)[inverse.reshape(-1)]
     return mask
+
+
+def _distinct_sorted_front(points: np.ndarray) -> np.ndarray:
+    """Front of distinct, lexicographically sorted minimisation rows (row j dominates i iff j <= i everywhere)."""
+    if points.shape[1] == 2:
+        # rows before i have a smaller x, or the same x and a smaller y: i is dominated iff one has y <= y_i
+        best_y_before = np.minimum.accumulate(np.concatenate([[np.inf], points[:-1, 1]]))
+        return points[:, 1] < best_y_before
+    # the first remaining row has no dominator left (one that was dropped would make it dropped too):
+    # it is on the front; drop every row it dominates. One vectorised pass per front row.
+    on_front = np.zeros(len(points), dtype=bool)
+    remaining = np.arange(len(points))
+    while len(remaining):
+        head, rest = remaining[0], remaining[1:]
+        on_front[head] = True
+        remaining = rest[~(points[rest] >= points[head]).all(axis=1)]
+    return on_front
 
 
 def hypervolume(values: np.ndarray, senses: Sequence[str], reference: Sequence[float]) -> float:
