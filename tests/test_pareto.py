@@ -205,9 +205,12 @@ def test_front_tags_follow_the_contract():
         assert {t[f"pareto_{cost}"] for t in tags.values()} == {"true", "false"}
 
 
-def test_front_tags_rejects_unknown_costs():
+def test_front_tags_rejects_unknown_costs_and_tolerates_missing_columns():
     with pytest.raises(AnalysisError, match="objectives must be one or more of"):
         front_tags(trial_table(), ["latency"])
+    tags = front_tags(trial_table().drop(columns="t_eff"))  # no run logged t_eff
+    assert {t["pareto_t_eff"] for t in tags.values()} == {"false"}
+    assert sum(t["pareto_omega"] == "true" for t in tags.values()) == len(OMEGA_FRONT)
 
 
 def test_analyse_finds_every_front_and_warns_with_names():

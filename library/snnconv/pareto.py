@@ -202,8 +202,8 @@ def _require_columns(trials: pd.DataFrame, columns: Sequence[str]) -> None:
 
 
 def objective_values(trials: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
-    """(n, d) float values of ``objectives``; rows of runs that did not finish are NaN (on no front)."""
-    values = np.array(trials.loc[:, list(objectives)].apply(pd.to_numeric, errors="coerce"), dtype=float)
+    """(n, d) float values of ``objectives``; NaN for runs that did not finish and for missing columns."""
+    values = np.array(trials.reindex(columns=list(objectives)).apply(pd.to_numeric, errors="coerce"), dtype=float)
     if "status" in trials.columns:
         values[(trials["status"] != "FINISHED").to_numpy()] = np.nan
     return values
@@ -212,9 +212,9 @@ def objective_values(trials: pd.DataFrame, objectives: Sequence[str]) -> np.ndar
 def front_mask(trials: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
     """Which rows of ``trials`` are on the front of ``objectives`` (senses from ``SENSES``).
 
-    Only finished runs (``status`` FINISHED, when the column exists) with finite values compete.
+    Only finished runs (``status`` FINISHED, when the column exists) with finite values compete;
+    an objective with no column leaves every row off the front.
     """
-    _require_columns(trials, objectives)
     unknown = [o for o in objectives if o not in SENSES]
     if unknown:
         raise AnalysisError(f"unknown objectives {unknown}; known: {list(SENSES)}")
@@ -335,7 +335,8 @@ def analyse(trials: pd.DataFrame, costs: Sequence[str] = DEFAULT_COSTS,
     fronts = {name: _front(runs, name, objectives, reference) for name, objectives in groups.items()}
     for name, front in fronts.items():
         runs[f"front_{name}"] = front.members
-        runs[f"knee_{name}"] = np.arange(len(runs)) == (-1 if front.knee is None else front.knee)
+        if name != JOINT:
+            runs[f"knee_{name}"] = np.arange(len(runs)) == (-1 if front.knee is None else front.knee)
     return ParetoAnalysis(runs=runs, costs=costs, fronts=fronts, reference=reference, counts=counts,
                           skipped=skipped)
 
@@ -416,6 +417,7 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def format_cell(value: Any) -> str:
+    """One table cell as text: '-' for missing, floats to 4 significant digits."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
@@ -437,6 +439,7 @@ def write_front_csv(analysis: ParetoAnalysis, path: Path | str) -> Path:
 
 
 def new_figure(width: float = 6.4, height: float = 4.4) -> "Figure":
+    """A figure (size in inches) on its own Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -446,6 +449,7 @@ def new_figure(width: float = 6.4, height: float = 4.4) -> "Figure":
 
 
 def save_figure(figure: "Figure", path: Path | str) -> Path:
+    """Write ``figure`` as PNG to ``path`` (folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
@@ -453,6 +457,7 @@ def save_figure(figure: "Figure", path: Path | str) -> Path:
 
 
 def axis_label(name: str) -> str:
+    """Axis title of a metric, with its unit."""
     return {"snn_acc": "SNN accuracy (%)", "omega": "Ω (mean)", "t_eff": "T_eff (time steps)",
             "energy_mj": "energy per image (mJ)", "synops": "synaptic operations per image"}.get(name, name)
 

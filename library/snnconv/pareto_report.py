@@ -108,7 +108,7 @@ def plot_compare(sweeps: Sequence[tuple[str, ParetoAnalysis]], cost: str, path: 
     for index, (name, analysis) in enumerate(sweeps):
         front = analysis.fronts[cost]
         draw_front(axes, analysis.runs, cost, ACCURACY, colour=f"C{index}", annotate=False, show_dominated=False,
-                    label=f"{name}: HV {front.hypervolume:.4g} ({front.hypervolume_norm:.3f})")
+                   label=f"{name}: HV {front.hypervolume:.4g} ({front.hypervolume_norm:.3f})")
     axes.set_xlabel(axis_label(cost))
     axes.set_ylabel(axis_label(ACCURACY))
     axes.set_title(f"fronts compared: snn_acc vs {cost}")
