@@ -85,6 +85,15 @@ def test_mask_matches_brute_force_on_tied_random_data():
         assert (pareto_mask(values, senses) == brute_force_mask(values, senses)).all()
 
 
+def test_mask_matches_optunas_implementation():
+    optuna_front = pytest.importorskip("optuna.study._multi_objective")._is_pareto_front
+    rng = np.random.default_rng(3)
+    for d in (2, 3):
+        values = rng.integers(0, 6, size=(300, d)).astype(float)
+        expected = optuna_front(values, assume_unique_lexsorted=False)  # minimises every column
+        assert (pareto_mask(values, ["min"] * d) == expected).all()
+
+
 @pytest.mark.parametrize("values, senses, message", [
     (np.zeros(3), MAX_MIN, "2-D"),
     (np.zeros((3, 2)), ["max"], "1 senses for 2"),
