@@ -137,6 +137,8 @@ def store(tmp_path_factory) -> Store:
     client.create_experiment("empty", artifact_location=(folder / "empty").as_uri())
     single_id = client.create_experiment("single", artifact_location=(folder / "single").as_uri())
     single, _ = log_sweep(client, single_id, "tiny", 1_700_000_000_000, SINGLE)
+    hollow_id = client.create_experiment("hollow", artifact_location=(folder / "hollow").as_uri())
+    log_sweep(client, hollow_id, "demo", 1_700_000_000_000, [])  # a sweep that started no trial
     return Store(uri, client, sweep_a, sweep_b, single, ids_a)
 
 
@@ -300,7 +302,9 @@ def test_cli_default_folder_and_default_store(store, tmp_path, capsys, monkeypat
 
 @pytest.mark.parametrize("args, message", [
     (["--experiment", "empty"], "experiment 'empty' has no sweep runs"),
-    (["--experiment", "nope"], "no experiment named 'nope' in the store; experiments: ['Default', 'empty', 'single', 'snnconv']"),
+    (["--experiment", "nope"], "no experiment named 'nope' in the store; experiments: ['Default', 'empty', 'hollow', "
+                               "'single', 'snnconv']"),
+    (["--experiment", "hollow"], "nothing to analyse: 0 trial runs"),
     (["--sweep", "0123456789abcdef"], "no run with id '0123456789abcdef'"),
     (["--compare", "0123456789abcdef"], "no run with id '0123456789abcdef'"),
     (["--objectives", "omega", "latency"], "objectives must be one or more of"),
