@@ -1,14 +1,15 @@
-"""MLflow glue: the only library module (with sweep.py) that imports mlflow.
+"""MLflow glue: the only library module (with ``sweep.py``) that imports mlflow, and only lazily.
 
-Tracking contract (DESIGN.md section 5): one parent run per sweep (tag ``snnconv.role=sweep``),
-one child run per trial (tags ``mlflow.parentRunId``, ``snnconv.role=trial``, ``trial_id``) with
-the trial's params, the metrics ``ann_acc``, ``snn_acc``, ``snn_acc_t`` (step = t), ``omega``,
-``t_eff``, ``synops``, ``energy_mj``, ``equiv_max_abs_err``, a per-layer table ``layers.csv`` and
-the final weights ``model/weights.pt``. After the sweep every child gets ``pareto_omega`` and
-``pareto_t_eff`` tags.
+The tracking contract (DESIGN.md section 5) in brief: one parent run per sweep (tag
+``snnconv.role`` = ``sweep``), one nested child run per trial (tags ``mlflow.parentRunId``,
+``snnconv.role`` = ``trial``, ``trial_id``; params ``method``, ``model``, ``dataset``, ``lam``,
+``lr``, ``sharescale``, ``scale_init``, ``levels``, ``levels_profile``, ``seed``, ``stage1_key``;
+metrics ``ann_acc``, ``snn_acc``, ``snn_acc_t`` (stepped), ``omega``, ``t_eff``, ``synops``,
+``energy_mj``, ``equiv_max_abs_err``; FAILED runs carry an ``error`` tag).
 
-With no ``--tracking-uri`` and no ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///mlflow.db`` in
-the current folder, MLflow 3's own default, so ``mlflow ui`` started there opens it.
+Every function takes the tracking URI explicitly and talks to it through its own ``MlflowClient``:
+nothing here changes MLflow's process-wide tracking URI (``mlflow.set_tracking_uri`` also rewrites
+the ``MLFLOW_TRACKING_URI`` environment variable, which a library should not do behind a caller's back).
 """
 
 from __future__ import annotations
@@ -16,25 +17,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+
+import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
+    from mlflow.entities import Experiment, Run
 
     from .pipeline import TrialResult
 
+#: MLflow 3's own default store: ``mlflow.db`` in the current folder (``mlflow ui`` there opens it)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "snnconv"
 ROLE_TAG = "snnconv.role"
 PARENT_TAG = "mlflow.parentRunId"
 
+#: the contract's trial params and metrics; a loaded frame always has these columns (NaN if absent)
+TRIAL_PARAMS = ("method", "model", "dataset", "lam", "lr", "sharescale", "scale_init", "levels",
+                "levels_profile", "seed", "stage1_key")
+TRIAL_METRICS = ("ann_acc", "snn_acc", "omega", "t_eff", "synops", "energy_mj", "equiv_max_abs_err")
+NUMERIC_PARAMS = ("lam", "lr", "scale_init")
+TRIAL_TAGS = ("trial_id", "error")
 
-# ---------------------------------------------------------------------------------------------
-# writing (the sweep)
+
+class TrackingError(ValueError):
+    """A user-facing problem with the store, experiment or run asked for (message says which)."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -48,7 +61,193 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
-def _client(tracking_uri: str) -> "MlflowClient":
+# =============================================================================================
+# reading: sweeps and their trial runs
+# =============================================================================================
+
+
+@dataclass
+class SweepRuns:
+    """One sweep's parent run and its trial runs.
+
+    ``trials`` has one row per child run: ``run_id``, ``run_name``, ``status``, ``start_time``,
+    the contract's params (``lam``, ``lr``, ``scale_init`` as floats, the rest as text), metrics
+    (floats; NaN where not logged; MLflow's stand-in for inf, +-float max, is turned back into inf),
+    tags ``trial_id`` and ``error``, and ``tag_pareto_<cost>`` for each ``pareto_<cost>`` tag present.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    sweep_id: str
+    sweep_name: str
+    preset: str
+    trials: pd.DataFrame
+
+
+def client_for(tracking_uri: str) -> "MlflowClient":
+    """An ``MlflowClient`` on ``tracking_uri``; a local SQLite store must already exist.
+
+    Opening a missing SQLite file would silently create an empty store, so that is an error here.
+    """
+    from mlflow import MlflowClient
+
+    path = _sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        raise TrackingError(
+            f"no MLflow store at {path} (tracking URI {tracking_uri}); run a sweep first, or pass "
+            f"--tracking-uri / set MLFLOW_TRACKING_URI")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI (relative or absolute), None for any other scheme."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix):])
+
+
+def find_experiment(client: "MlflowClient", name: str) -> "Experiment":
+    """The experiment called ``name``; the error lists the ones that exist."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise TrackingError(f"no experiment named {name!r} in the store; experiments: {names or 'none'}")
+    return experiment
+
+
+def find_sweep(client: "MlflowClient", experiment: "Experiment", sweep_id: str | None) -> "Run":
+    """The sweep (parent) run ``sweep_id`` of ``experiment``, or its latest sweep when None."""
+    if sweep_id is None:
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise TrackingError(f"experiment {experiment.name!r} has no sweep runs (tag {ROLE_TAG} = sweep); "
+                                f"run a sweep first")
+        return runs[0]
+    run = _get_run(client, sweep_id)
+    if run.info.experiment_id != experiment.experiment_id:
+        raise TrackingError(f"run {sweep_id} belongs to experiment id {run.info.experiment_id}, "
+                            f"not to {experiment.name!r} (id {experiment.experiment_id}); pass --experiment")
+    role = run.data.tags.get(ROLE_TAG)
+    if role != "sweep":
+        parent = run.data.tags.get(PARENT_TAG)
+        hint = f"; its sweep is {parent}" if parent else ""
+        raise TrackingError(f"run {sweep_id} is not a sweep run (tag {ROLE_TAG} = {role!r}){hint}")
+    return run
+
+
+def _get_run(client: "MlflowClient", run_id: str) -> "Run":
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        raise TrackingError(f"no run with id {run_id!r} in the store ({error.message})") from None
+
+
+def load_sweep(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+               sweep_id: str | None = None) -> SweepRuns:
+    """Read one sweep (default: the experiment's latest) and all its trial runs."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client_for(uri)
+    found = find_experiment(client, experiment)
+    sweep = find_sweep(client, found, sweep_id)
+    children = search_children(client, found.experiment_id, sweep.info.run_id)
+    return SweepRuns(
+        tracking_uri=uri, experiment_id=found.experiment_id, experiment_name=found.name,
+        sweep_id=sweep.info.run_id, sweep_name=sweep.info.run_name or sweep.info.run_id,
+        preset=sweep.data.tags.get("snnconv.preset", ""), trials=trials_frame(children),
+    )
+
+
+class SweepLocation(Protocol):
+    """Where a sweep's runs are (the sweep's ``SweepTracker`` has these attributes)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def sweep_runs_frame(sweep: SweepLocation) -> pd.DataFrame:
+    """The trial table (see ``SweepRuns.trials``) of the sweep at ``sweep``: what ``pareto`` takes."""
+    return trials_frame(search_children(client_for(sweep.tracking_uri), sweep.experiment_id, sweep.parent_run_id))
+
+
+def search_children(client: "MlflowClient", experiment_id: str, parent_id: str) -> list["Run"]:
+    """Every child run of ``parent_id`` (all pages), oldest first."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                  order_by=["attributes.start_time ASC"], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def trials_frame(runs: Sequence["Run"]) -> pd.DataFrame:
+    """One row per run with the columns described in ``SweepRuns`` (in the contract's order)."""
+    rows = [_trial_row(run) for run in runs]
+    base = ["run_id", "run_name", "status", "start_time", *TRIAL_TAGS, *TRIAL_PARAMS, *TRIAL_METRICS]
+    frame = pd.DataFrame(rows)
+    for column in base:
+        if column not in frame:
+            frame[column] = math.nan
+    extra = [c for c in frame.columns if c not in base]
+    frame = frame[base + sorted(extra)]
+    for column in (*NUMERIC_PARAMS, *TRIAL_METRICS):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def _trial_row(run: "Run") -> dict[str, Any]:
+    tags = run.data.tags
+    row: dict[str, Any] = {"run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id,
+                           "status": run.info.status, "start_time": run.info.start_time}
+    row.update({name: tags[name] for name in TRIAL_TAGS if name in tags})
+    row.update({f"tag_{name}": value for name, value in tags.items() if name.startswith("pareto_")})
+    row.update(run.data.params)
+    row.update({name: _restore_inf(value) for name, value in run.data.metrics.items()})
+    return row
+
+
+def _restore_inf(value: float) -> float:
+    """MLflow's SQLite store saves +-inf as +-float max; give the inf back."""
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
+
+
+def metric_histories(tracking_uri: str, run_ids: Iterable[str], key: str = "snn_acc_t") -> dict[str, pd.Series]:
+    """``{run_id: Series(value, index=step)}`` of a stepped metric; runs without it are left out."""
+    client = client_for(tracking_uri)
+    curves: dict[str, pd.Series] = {}
+    for run_id in run_ids:
+        history = client.get_metric_history(run_id, key)
+        if history:
+            points = {m.step: _restore_inf(m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+            curves[run_id] = pd.Series(points, name=key, dtype=float).sort_index()
+    return curves
+
+
+# =============================================================================================
+# writing: analysis report
+# =============================================================================================
+
+
+def attach_report(tracking_uri: str, sweep_id: str, folder: Path, artifact_path: str = "report") -> None:
+    """Upload every file of ``folder`` to the sweep's parent run under ``artifact_path/``."""
+    client_for(tracking_uri).log_artifacts(sweep_id, str(folder), artifact_path=artifact_path)
+
+
+# =============================================================================================
+# writing: the sweep
+# =============================================================================================
+
+
+def _writer_client(tracking_uri: str) -> "MlflowClient":
+    """A client that may create the store (unlike :func:`client_for`, which only reads)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
@@ -89,13 +288,13 @@ class SweepTracker:
 
     @property
     def client(self) -> "MlflowClient":
-        return _client(self.tracking_uri)
+        return _writer_client(self.tracking_uri)
 
 
 def start_sweep(tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
                 tags: Mapping[str, Any]) -> SweepTracker:
     """Create the experiment if needed and open the sweep's parent run."""
-    client = _client(tracking_uri)
+    client = _writer_client(tracking_uri)
     experiment_id = _experiment_id(client, experiment)
     run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: "sweep", **tags})
     _batch(client, run.info.run_id, params=params)
@@ -107,20 +306,12 @@ def reopen_sweep(tracker: SweepTracker) -> None:
     tracker.client.update_run(tracker.parent_run_id, status="RUNNING")
 
 
-def child_runs(tracker: SweepTracker, status: str | None = None) -> list:
-    """The sweep's trial runs (optionally only those with ``status``)."""
-    query = f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}'"
-    if status:
-        query += f" and attributes.status = '{status}'"
-    return tracker.client.search_runs([tracker.experiment_id], query, max_results=50000)
-
-
 def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
                 tags: Mapping[str, str] | None = None) -> str:
     """Open the child run of ``trial_id``; an unfinished run left by an interrupted attempt of the
     same trial is deleted first, so a resumed sweep never holds two runs of one trial."""
     client = tracker.client
-    for run in child_runs(tracker):
+    for run in search_children(client, tracker.experiment_id, tracker.parent_run_id):
         if run.data.tags.get("trial_id") == trial_id and run.info.status != "FINISHED":
             client.delete_run(run.info.run_id)
     run = client.create_run(
@@ -180,7 +371,8 @@ def end_trial(tracker: SweepTracker, run_id: str, status: str = "FINISHED", erro
 def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str = "") -> int:
     """End every child run still RUNNING (e.g. stopped by ASHA or an interrupt); returns how many."""
     client = tracker.client
-    runs = child_runs(tracker, "RUNNING")
+    runs = [run for run in search_children(client, tracker.experiment_id, tracker.parent_run_id)
+            if run.info.status == "RUNNING"]
     for run in runs:
         if reason:
             client.set_tag(run.info.run_id, "stopped", reason)
