@@ -90,9 +90,9 @@ def if_parameters(module: nn.Module) -> tuple[float, float]:
     """``(threshold, amplitude)`` of the IF neuron replacing ``module``:
     RateNorm -> (running_max * p + eps, 1); QCFS -> (lambda, lambda)."""
     if isinstance(module, RateNorm):
-        return float(module.threshold()), 1.0
+        return module.threshold().item(), 1.0
     if isinstance(module, QCFS):
-        threshold = float(module.threshold)
+        threshold = module.threshold.item()
         return threshold, threshold
     raise TypeError(f"{type(module).__name__} has no IF equivalent")
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .cache import Stage1Cache, stable_hash
-from .config import TrialConfig, validate
+from .config import ConfigError, TrialConfig, validate
 from .data import DataBundle, load_data
 from .layers import ActivationFactory, RateNorm, activation_factory
 from .models import build_model
@@ -195,9 +195,8 @@ def run_trial(config: TrialConfig, on_progress: ProgressCallback | None = None) 
     validate(config)
     runner = METHOD_RUNNERS.get(config.method)
     if runner is None:
-        raise NotImplementedError(
-            f"method {config.method!r} has no run_trial implementation yet; implemented: "
-            f"{', '.join(METHOD_RUNNERS)}")
+        raise ConfigError(f"method: {config.method!r} has no run_trial implementation yet; implemented: "
+                          f"{', '.join(METHOD_RUNNERS)}")
     return runner(config, on_progress or _ignore_progress)
 
 
@@ -221,8 +220,8 @@ def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) ->
     for layer in activation_layers(model):
         module = layer.module
         rows.append({
-            "name": layer.name, "fan_in": layer.fan_in, "running_max": float(module.running_max),
-            "scale": float(module.scale), "p": float(module.p()), "threshold": float(module.threshold()),
+            "name": layer.name, "fan_in": layer.fan_in, "running_max": module.running_max.item(),
+            "scale": module.scale.item(), "p": module.p().item(), "threshold": module.threshold().item(),
             "omega": omega[layer.name], "firing_rate": simulation.firing_rates[layer.name],
             "spikes_per_image": simulation.spike_counts[layer.name], "fan_out": simulation.fan_out[layer.name],
         })

@@ -230,7 +230,7 @@ class RilResult:
 def _mean_p(model: nn.Module) -> float:
     from .layers import rate_norm_layers
 
-    values = [float(module.p().detach()) for _, module in rate_norm_layers(model)]
+    values = [module.p().item() for _, module in rate_norm_layers(model)]
     return sum(values) / len(values)
 
 
