@@ -320,3 +320,35 @@ def test_simulate_on_cuda_matches_cpu(rnl_batches):
     gpu = simulate(to_if(model).cuda(), loader, 16)
     assert max(abs(a - b) for a, b in zip(cpu.acc_curve, gpu.acc_curve)) <= 100 / 40 + 1e-9
     assert gpu.synops == pytest.approx(cpu.synops, rel=1e-2)
+
+
+class SharedPreActivation(nn.Module):
+    """The pre-activation ``y`` feeds the neuron and a second branch: the neuron must not overwrite it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = RateNorm(scale_init=0.0)
+        self.head = nn.Linear(4 * 8 * 8, 3)
+        self.skip = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return self.head(torch.flatten(self.act(y), 1)) + self.skip(torch.flatten(y, 1))
+
+
+def test_neurons_reuse_only_inputs_nothing_else_reads():
+    torch.manual_seed(0)
+    model = SharedPreActivation().eval()
+    x = torch.randn(5, 1, 8, 8)
+    snn = to_if(model, fold_bn=False)
+    assert not snn.act.owns_input
+    safe = to_if(model, fold_bn=False)
+    for _, neuron in if_neurons(safe):
+        neuron.owns_input = False
+    for a, b in zip(run_steps(snn, x, 6), run_steps(safe, x, 6)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    vgg = to_if(build_model("vgg11", activation_factory("rnl"), num_classes=10, in_channels=3, image_size=32))
+    owners = [name for name, neuron in if_neurons(vgg) if neuron.owns_input]
+    assert owners == [name for name, _ in if_neurons(vgg)][1:]  # all but the one fed by the cached first layer

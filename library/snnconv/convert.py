@@ -135,6 +135,15 @@ def cache_static_inputs(model: nn.Module, graph) -> list[str]:
     return names
 
 
+def mark_owned_inputs(model: nn.Module, graph) -> list[str]:
+    """Let each IF neuron whose input current nothing else reads reuse that memory (in place)."""
+    neurons = {name for name, module in model.named_modules() if isinstance(module, IFNeuron)}
+    owned = dataflow.exclusive_inputs(model, graph, neurons)
+    for name in owned:
+        model.get_submodule(name).owns_input = True
+    return sorted(owned)
+
+
 def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, static_input: bool = True,
           record: bool = True) -> nn.Module:
     """A converted deep copy of ``model`` for rate-coded simulation (sections 1.5 and 2.3).
@@ -147,7 +156,8 @@ def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, stati
 
     Speed options that do not change the function: ``fold_bn`` folds each BN into the conv before
     it, ``static_input`` computes the first layer (which sees the same image at every step) once per
-    batch. ``record`` keeps per-step spike counts for firing rates and synaptic operations.
+    batch; and a neuron whose input current nothing else reads (found by tracing) reuses it for its
+    spikes. ``record`` keeps per-step spike counts for firing rates and synaptic operations.
     The copy is in eval mode with gradients off. Refuses unsupported models (see
     :func:`check_convertible`) before copying.
     """
@@ -157,12 +167,13 @@ def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, stati
     for parameter in snn.parameters():
         parameter.requires_grad_(False)
     replace_activations(snn, v_init, record)
-    if fold_bn or static_input:
-        graph = dataflow.trace(snn)
-        if graph is not None and fold_bn:
+    graph = dataflow.trace(snn)
+    if graph is not None:
+        if fold_bn:
             fold_batchnorm(snn, graph)
-        if graph is not None and static_input:
+        if static_input:
             cache_static_inputs(snn, graph)
+        mark_owned_inputs(snn, dataflow.trace(snn))
     return snn
 
 

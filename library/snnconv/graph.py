@@ -129,6 +129,35 @@ def synapses_per_input(module: nn.Module) -> float:
     raise TypeError(f"{type(module).__name__} is not a Conv2d or Linear layer")
 
 
+#: modules whose output is their input tensor or a view of it (no new memory)
+_ALIASING_MODULES = (nn.Identity, nn.Dropout, nn.Flatten)
+#: modules and functions whose output is a new tensor
+_FRESH_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_FRESH_FUNCTIONS = {operator.add, torch.add}
+
+
+def exclusive_inputs(model: nn.Module, graph: fx.Graph, names: set[str]) -> set[str]:
+    """Those of the modules ``names`` whose input tensor nothing else reads: it was freshly made
+    (by a conv, linear, BN, pool or addition; not the model input, not a cached output) and only
+    views of it lead to the module. Such a module may overwrite its input."""
+    exclusive = set()
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in names or not node.args:
+            continue
+        source = node.args[0]
+        while isinstance(source, fx.Node) and len(source.users) == 1 and (
+                isinstance(_module(model, source), _ALIASING_MODULES)
+                or (source.op == "call_method" and source.target in ("flatten", "view", "reshape"))):
+            source = source.args[0]
+        if not isinstance(source, fx.Node) or len(source.users) != 1:
+            continue
+        fresh = isinstance(_module(model, source), _FRESH_MODULES) or (
+            source.op == "call_function" and source.target in _FRESH_FUNCTIONS)
+        if fresh:
+            exclusive.add(node.target)
+    return exclusive
+
+
 #: function calls a rate-coded SNN can hold (linear in their tensor inputs, or shape-only)
 LINEAR_FUNCTIONS = {
     operator.add, operator.iadd, operator.getitem, torch.add, torch.cat, torch.flatten, getattr,

@@ -37,11 +37,13 @@ class IFNeuron(nn.Module):
 
     ``threshold`` and ``amplitude`` are Python floats (fixed after conversion; no host syncs in the
     loop). With ``record`` the number of spikes of every step is kept on the device as a 0-d
-    tensor in :attr:`step_spikes` (read and cleared by the simulator).
+    tensor in :attr:`step_spikes` (read and cleared by the simulator). ``owns_input`` (set by the
+    converter when nothing else reads the input current) lets the neuron reuse the input's memory
+    for its membrane (first step) and its spikes (later steps) instead of allocating.
     """
 
     def __init__(self, threshold: float, amplitude: float = 1.0, v_init: float = 0.0,
-                 record: bool = True) -> None:
+                 record: bool = True, owns_input: bool = False) -> None:
         super().__init__()
         if not threshold > 0:
             raise ValueError(f"IF threshold must be positive, got {threshold!r}")
@@ -49,17 +51,20 @@ class IFNeuron(nn.Module):
         self.amplitude = float(amplitude)
         self.v_init = float(v_init)
         self.record = record
+        self.owns_input = owns_input
         self.membrane: torch.Tensor | None = None
         self.step_spikes: list[torch.Tensor] = []
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         if self.membrane is None:
-            # the first step starts from v_init; cloning keeps a cached input current unmodified
-            membrane = current + self.v_init if self.v_init else current.clone()
+            membrane = self._first_membrane(current)
+            spikes = torch.empty_like(membrane)
         else:
             membrane = self.membrane.add_(current)
-        # comparing straight into a float tensor is one pass (bool then float would be two)
-        spikes = torch.ge(membrane, self.threshold, out=torch.empty_like(membrane))
+            # an input nothing else reads is dead now: its memory takes the spikes
+            spikes = current if self.owns_input else torch.empty_like(membrane)
+        # comparing straight into a float tensor is one pass (bool, then float, would be two)
+        torch.ge(membrane, self.threshold, out=spikes)
         membrane.sub_(spikes, alpha=self.threshold)
         self.membrane = membrane
         if self.record:
@@ -68,6 +73,12 @@ class IFNeuron(nn.Module):
         if self.amplitude != 1.0:
             spikes.mul_(self.amplitude)
         return spikes
+
+    def _first_membrane(self, current: torch.Tensor) -> torch.Tensor:
+        """v_init + I(1), in the input's memory when the neuron owns it, else in a new tensor."""
+        if self.owns_input:
+            return current.add_(self.v_init) if self.v_init else current
+        return current + self.v_init if self.v_init else current.clone()
 
     def reset_state(self) -> None:
         """Forget the membrane and the recorded spike counts (call before each new batch)."""
