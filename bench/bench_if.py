@@ -11,8 +11,8 @@ times each (inference mode):
 * ``ann_relu``: T forwards of the same network with ReLU activations;
 * ``snn``: ``simulate(to_if(model), ..., t_max=T)`` with the defaults (BN folded into the conv,
   first conv computed once per batch, spike counting on);
-* ``snn_no_fold``: the same without BN folding; ``snn_plain``: without folding and without the
-  cached first layer (every layer at every step, like the ANN).
+* ``snn_no_cache``: without the cached first layer; ``snn_no_fold``: without BN folding;
+  ``snn_plain``: without both (every layer at every step, like the ANN).
 
 Ratios are the median over repeats of (variant time / ann_rnl time of the same repeat).
 
@@ -22,6 +22,8 @@ follows the live tensors: before each measured call the peak-RSS mark is reset
 (``/proc/self/clear_refs``), and the peak (``VmHWM``) after it is compared with the resident set
 before it. ``working`` = peak minus resident before (the call's own memory: activations,
 membranes, scratch), ``total`` = the process's peak (includes torch itself and the weights).
+Measured for one forward of each ANN and one T-step simulation of ``snn`` and ``snn_no_cache``;
+``membranes`` is the size of all IF membranes together, which any exact simulation must hold.
 On CUDA the same is done with ``torch.cuda`` peak-allocation counters.
 
 Writes ``bench/results/bench_if.json`` (``--quick``: ``bench_if_quick.json``; ``--out`` overrides).
@@ -119,15 +121,17 @@ def variants(rnl: nn.Module, relu: nn.Module, images: torch.Tensor, labels: torc
         return run
 
     batch = [(images, labels)]
-    snn = to_if(rnl)
-    snn_no_fold = to_if(rnl, fold_bn=False)
-    snn_plain = to_if(rnl, fold_bn=False, static_input=False)
+    def snn(**options: bool) -> Callable[[], object]:
+        model = to_if(rnl, **options)
+        return lambda: simulate(model, batch, steps)
+
     return {
         "ann_rnl": ann(rnl),
         "ann_relu": ann(relu),
-        "snn": lambda: simulate(snn, batch, steps),
-        "snn_no_fold": lambda: simulate(snn_no_fold, batch, steps),
-        "snn_plain": lambda: simulate(snn_plain, batch, steps),
+        "snn": snn(),
+        "snn_no_cache": snn(static_input=False),
+        "snn_no_fold": snn(fold_bn=False),
+        "snn_plain": snn(fold_bn=False, static_input=False),
     }
 
 
@@ -181,20 +185,29 @@ def _measure_peak(call: Callable[[], object], device: torch.device) -> dict[str,
 
 
 def memory_probe(batch: int, steps: int, device: torch.device) -> dict[str, dict[str, float]]:
-    """In this process: peak memory of one ANN forward and of one SNN simulation."""
+    """In this process: peak memory of one forward of each ANN and of one simulation of each SNN,
+    plus the size of all membranes together (the state any exact IF simulation must keep)."""
     rnl, images, labels = build_rnl(batch, device)
-    snn = to_if(rnl)
+    relu = relu_twin(rnl)
+    snn, snn_no_cache = to_if(rnl), to_if(rnl, static_input=False)
 
-    def ann_forward() -> None:
-        with torch.inference_mode():
-            rnl(images)
+    def forward(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                model(images)
+        return run
 
-    def snn_simulation() -> None:
-        simulate(snn, [(images, labels)], steps)
+    def simulation(model: nn.Module) -> Callable[[], None]:
+        return lambda: simulate(model, [(images, labels)], steps)
 
-    ann_forward(), snn_simulation()  # warm-up: one-time allocations are not the call's memory
-    return {"ann_forward": _measure_peak(ann_forward, device),
-            "snn_simulation": _measure_peak(snn_simulation, device)}
+    calls = {"ann_forward": forward(rnl), "ann_relu_forward": forward(relu), "snn_simulation": simulation(snn),
+             "snn_no_cache_simulation": simulation(snn_no_cache)}
+    for call in calls.values():  # warm-up: one-time allocations are not the call's memory
+        call()
+    report = {name: _measure_peak(call, device) for name, call in calls.items()}
+    neurons = simulate(snn, [(images[:1], labels[:1])], 1).neurons
+    report["membranes"] = {"mib": sum(neurons.values()) * batch * images.element_size() / 2**20}
+    return report
 
 
 def measure_memory(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
@@ -239,13 +252,15 @@ def print_report(facts: dict[str, str], config: dict, table: dict, memory: dict 
               f"{row['ratio_to_ann_rnl']:7.3f} {row['ratio_of_minima']:16.3f}")
     print(f"(ratio = SNN or ANN time / {config['steps']} forwards of the RNL ANN; target for snn <= {TIME_TARGET})")
     if memory:
-        ann, snn = memory["ann_forward"], memory["snn_simulation"]
         print()
-        print(f"{'peak memory MiB':<18} {'working':>9} {'total':>9}")
-        print(f"{'ANN forward':<18} {ann['working_mib']:9.1f} {ann['total_mib']:9.1f}")
-        print(f"{'SNN simulation':<18} {snn['working_mib']:9.1f} {snn['total_mib']:9.1f}")
-        print(f"{'ratio':<18} {snn['working_mib'] / ann['working_mib']:9.2f} "
-              f"{snn['total_mib'] / ann['total_mib']:9.2f}   (target <= {MEMORY_TARGET})")
+        print(f"{'peak memory MiB':<26} {'working':>9} {'total':>9} {'working / ann':>14} {'total / ann':>12}")
+        ann = memory["ann_forward"]
+        for name in ("ann_forward", "ann_relu_forward", "snn_simulation", "snn_no_cache_simulation"):
+            row = memory[name]
+            print(f"{name:<26} {row['working_mib']:9.1f} {row['total_mib']:9.1f} "
+                  f"{row['working_mib'] / ann['working_mib']:14.2f} {row['total_mib'] / ann['total_mib']:12.2f}")
+        print(f"(all membranes together: {memory['membranes']['mib']:.1f} MiB; target for snn total / ann <= "
+              f"{MEMORY_TARGET})")
 
 
 def main(argv: list[str] | None = None) -> int:
