@@ -100,6 +100,11 @@ class RnlConfig:
     inspect_interval: int = 20
     #: frozen (a copy of the stage-1 model) | self (the authors' code: the same network, detached)
     teacher: str = "frozen"
+    #: omega aggregation of the stage-2 loss and candidate selection: mean = (sum k_l + k_out) /
+    #: (N + 1), the paper's mean over layers | doubled = (2 sum k_l + k_out) / (2N + 1), the
+    #: authors' stage-2 code (its two forward passes both trigger the hooks). The trial's reported
+    #: omega metric is always the mean, so trials stay comparable
+    omega_weighting: str = "mean"
     #: initial membrane of the IF neurons: zero (the authors) | half (theta/2)
     v_init: str = "zero"
     #: simulation length; acc(t) is recorded for every t = 1..t_max
@@ -329,6 +334,10 @@ def validate(config: TrialConfig) -> None:
     _choice("rnl.optimizer", rnl.optimizer, ("sgd", "adam"))
     _choice("rnl.scale_mode", rnl.scale_mode, ("sigmoid", "abs"))
     _choice("rnl.teacher", rnl.teacher, ("frozen", "self"))
+    _choice("rnl.omega_weighting", rnl.omega_weighting, ("mean", "doubled"))
+    if rnl.scale_mode == "abs" and not 0 < rnl.scale_init <= 1:
+        raise ConfigError(f"rnl.scale_init: with scale_mode 'abs' p = |scale_init| must be in (0, 1], "
+                          f"got {rnl.scale_init!r}")
     _choice("rnl.v_init", rnl.v_init, ("zero", "half"))
     _positive("rnl.epochs", rnl.epochs)
     _positive("rnl.inspect_interval", rnl.inspect_interval)

@@ -143,3 +143,57 @@ def activation_factory(
 def is_activation(module: nn.Module) -> bool:
     """True for the modules a model exposes as its activation layers."""
     return isinstance(module, (nn.ReLU, RateNorm, QCFS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate Norm helpers for stage 2 (section 2.5): scale sharing, scale init, locking the running max
+
+
+def rate_norm_layers(model: nn.Module) -> list[tuple[str, RateNorm]]:
+    """Every :class:`RateNorm` of ``model`` as ``(qualified name, module)``, in registration order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, RateNorm)]
+
+
+def _require_rate_norm(model: nn.Module) -> list[tuple[str, RateNorm]]:
+    layers = rate_norm_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no RateNorm layer; build it with activation 'rnl'")
+    return layers
+
+
+def share_scale(model: nn.Module, scale_init: float) -> nn.Parameter:
+    """Give every RateNorm of ``model`` one new shared raw scale parameter holding ``scale_init``.
+
+    As the authors' ``--sharescale``: afterwards ``model.parameters()`` yields the scale once and
+    one optimiser step moves p of every layer together. Returns the shared parameter (0-d, on the
+    device of the first layer's old scale).
+    """
+    layers = _require_rate_norm(model)
+    old = layers[0][1].scale
+    shared = nn.Parameter(torch.tensor(float(scale_init), dtype=old.dtype, device=old.device))
+    for _, module in layers:
+        module.scale = shared
+    return shared
+
+
+def set_scale(model: nn.Module, scale_init: float) -> list[nn.Parameter]:
+    """Give every RateNorm its own new raw scale parameter holding ``scale_init`` (unshared)."""
+    layers = _require_rate_norm(model)
+    for _, module in layers:
+        old = module.scale
+        module.scale = nn.Parameter(torch.tensor(float(scale_init), dtype=old.dtype, device=old.device))
+    return [module.scale for _, module in layers]
+
+
+def scale_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The distinct raw scale parameters of the RateNorm layers (one when shared)."""
+    unique: dict[int, nn.Parameter] = {}
+    for _, module in _require_rate_norm(model):
+        unique.setdefault(id(module.scale), module.scale)
+    return list(unique.values())
+
+
+def lock_running_max(model: nn.Module, locked: bool = True) -> None:
+    """Freeze (or unfreeze) the running max of every RateNorm, even in train mode."""
+    for _, module in _require_rate_norm(model):
+        module.lock_max = locked

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from .cache import Stage1Cache, stable_hash
-from .config import TrialConfig, validate
+from .config import ConfigError, TrialConfig, validate
 from .data import DataBundle, load_data
 from .layers import ActivationFactory, RateNorm, activation_factory
 from .models import build_model
@@ -180,3 +181,98 @@ class TrialResult:
         }
         values.update(self.extra_metrics)
         return {k: float(v) for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# running a trial
+
+
+def run_trial(config: TrialConfig, on_progress: ProgressCallback | None = None) -> TrialResult:
+    """Run one trial of ``config.method`` end to end and return its :class:`TrialResult`.
+
+    ``on_progress(stage, metrics)`` (optional) receives progress: "stage1" per trained epoch,
+    "stage2" at every validation (at least val_acc, omega, step), "simulate" once at the end.
+    """
+    validate(config)
+    runner = METHOD_RUNNERS.get(config.method)
+    if runner is None:
+        raise ConfigError(f"method: {config.method!r} has no run_trial implementation yet; implemented: "
+                          f"{', '.join(METHOD_RUNNERS)}")
+    return runner(config, on_progress or _ignore_progress)
+
+
+def _ignore_progress(stage: str, metrics: Mapping[str, float]) -> None:
+    return None
+
+
+def _stage1_progress(on_progress: ProgressCallback) -> EpochCallback:
+    def on_epoch(stats) -> None:
+        on_progress("stage1", {"epoch": stats.epoch, "train_loss": stats.train_loss,
+                               "train_acc": stats.train_acc, "val_acc": stats.val_acc, "lr": stats.lr})
+    return on_epoch
+
+
+def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) -> list[dict[str, Any]]:
+    """One row per Rate Norm layer of the final RNL model: name, fan_in, running_max, raw scale,
+    p, threshold (the IF threshold), omega (test set), firing_rate, spikes per image, fan_out."""
+    from .models import activation_layers
+
+    rows = []
+    for layer in activation_layers(model):
+        module = layer.module
+        rows.append({
+            "name": layer.name, "fan_in": layer.fan_in, "running_max": module.running_max.item(),
+            "scale": module.scale.item(), "p": module.p().item(), "threshold": module.threshold().item(),
+            "omega": omega[layer.name], "firing_rate": simulation.firing_rates[layer.name],
+            "spikes_per_image": simulation.spike_counts[layer.name], "fan_out": simulation.fan_out[layer.name],
+        })
+    return rows
+
+
+def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
+    """RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation -> metrics."""
+    from .convert import to_if
+    from .metrics import ann_macs, energy_mj, model_omega
+    from .simulate import first_step_within, simulate
+    from .train import train_ril
+
+    start = time.perf_counter()
+    rnl = config.rnl
+    first = stage1(config, on_epoch=_stage1_progress(on_progress))
+    data, device = first.data, first.device
+    seed_everything(config.seed)
+    model = copy.deepcopy(first.model)
+    ril = train_ril(model, data.train, data.val, rnl, device,
+                    on_validate=lambda row: on_progress("stage2", row))
+    omega = model_omega(model, data.test, device, weighting="mean")
+    snn = to_if(model, v_init=rnl.v_init)
+    simulation = simulate(snn, data.test, rnl.t_max, device)
+    t_eff = first_step_within(simulation.acc_curve, omega.accuracy, rnl.latency_tolerance)
+    images, _ = next(iter(data.test))
+    macs = sum(ann_macs(model, images.to(device)).values())
+    on_progress("simulate", {"snn_acc": simulation.snn_acc, "t_eff": t_eff, "synops": simulation.synops})
+    extra = {
+        "stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
+        "stage2_start_val_acc": ril.start_val_acc, "stage2_start_omega": ril.start_omega,
+        "stage2_val_acc": ril.chosen["val_acc"], "stage2_val_omega": ril.chosen["omega"],
+        "stage2_steps": float(ril.steps), "stage2_chosen_step": float(ril.chosen["step"]),
+        "stage2_stopped_early": float(ril.stopped_early), "omega_output": omega.output,
+        "omega_doubled": omega.aggregate("doubled"), "p_mean": ril.chosen["p"],
+        "input_macs": simulation.input_macs, "ann_macs": macs, "ann_energy_mj": energy_mj(0.0, macs),
+        "energy_at_t_eff_mj": simulation.energy_at(int(t_eff)) if t_eff <= rnl.t_max else math.nan,
+        "simulation_seconds": simulation.seconds,
+    }
+    return TrialResult(
+        method="rnl", ann_acc=omega.accuracy, snn_acc=simulation.snn_acc, omega=omega.mean, t_eff=t_eff,
+        synops=simulation.synops, energy_mj=simulation.energy_mj, acc_curve=simulation.acc_curve,
+        layers=rnl_layer_table(model, omega.per_layer, simulation),
+        tables={"candidates": ril.candidates}, extra_metrics=extra,
+        stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
+        seconds=time.perf_counter() - start, model=model,
+    )
+
+
+#: ``config.method`` -> the function running that method's trial
+METHOD_RUNNERS: dict[str, Callable[[TrialConfig, ProgressCallback], TrialResult]] = {
+    "rnl": _run_rnl,
+}

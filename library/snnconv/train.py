@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Stage1Config
+from .config import RnlConfig, Stage1Config
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -200,3 +200,175 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2 of RNL + RIL: Rate Inference Loss, training the Rate Norm scales only (section 2.5)
+
+ValidationCallback = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class RilResult:
+    """What stage 2 did. ``candidates`` holds one row per validation within tolerance (the start
+    included): lam, step, epoch, val_acc (percent), omega (validation set, ``omega_weighting``),
+    p (mean over layers) and cos_term (mean 1 - cos since the last validation); ``chosen`` is the
+    row with the lowest omega, whose scales the model holds on return."""
+
+    start_val_acc: float
+    start_omega: float
+    candidates: list[dict[str, float]]
+    chosen: dict[str, float]
+    steps: int
+    stopped_early: bool
+    omega_weighting: str
+    teacher: str
+    #: the frozen teacher (``teacher="frozen"``), None for ``"self"``
+    teacher_model: nn.Module | None = None
+
+
+def _mean_p(model: nn.Module) -> float:
+    from .layers import rate_norm_layers
+
+    values = [module.p().item() for _, module in rate_norm_layers(model)]
+    return sum(values) / len(values)
+
+
+class _CandidateTracker:
+    """Validates the stage-2 model, keeps the candidates within tolerance and the lowest-omega one."""
+
+    def __init__(self, model: nn.Module, scales: list[nn.Parameter], val_loader: Iterable, config: RnlConfig,
+                 device: torch.device, on_validate: ValidationCallback | None) -> None:
+        self.model, self.scales, self.val_loader = model, scales, val_loader
+        self.config, self.device, self.on_validate = config, device, on_validate
+        self.start = self._measure(step=0, epoch=0, loss=math.nan, cos_term=math.nan)
+        self.floor = self.start["val_acc"] - config.acc_tolerance
+        self.candidates = [self.start]
+        self.best = self.start
+        self.best_scales = [scale.detach().clone() for scale in scales]
+
+    def _measure(self, step: int, epoch: int, loss: float, cos_term: float) -> dict[str, float]:
+        from .metrics import model_omega
+
+        result = model_omega(self.model, self.val_loader, self.device, self.config.omega_weighting)
+        row = {"lam": self.config.lam, "step": step, "epoch": epoch, "val_acc": result.accuracy,
+               "omega": result.mean, "p": _mean_p(self.model), "loss": loss, "cos_term": cos_term}
+        if self.on_validate is not None:
+            self.on_validate(dict(row))
+        return row
+
+    def check(self, step: int, epoch: int, loss: float, cos_term: float) -> bool:
+        """Validate now; False when accuracy fell below the tolerance (stage 2 must stop)."""
+        row = self._measure(step, epoch, loss, cos_term)
+        if row["val_acc"] < self.floor:
+            return False
+        self.candidates.append(row)
+        if row["omega"] < self.best["omega"]:
+            self.best = row
+            self.best_scales = [scale.detach().clone() for scale in self.scales]
+        return True
+
+    @torch.no_grad()
+    def restore_best(self) -> None:
+        for scale, value in zip(self.scales, self.best_scales):
+            scale.copy_(value)
+
+
+def _prepare_stage2(model: nn.Module, config: RnlConfig) -> list[nn.Parameter]:
+    """Reset the scales to scale_init (shared or not), lock the running max, freeze everything but
+    the scales, eval mode. Returns the distinct scale parameters."""
+    from .layers import lock_running_max, scale_parameters, set_scale, share_scale
+
+    (share_scale if config.sharescale else set_scale)(model, config.scale_init)
+    lock_running_max(model)
+    scales = scale_parameters(model)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for scale in scales:
+        scale.requires_grad_(True)
+    model.eval()
+    return scales
+
+
+def ril_loss(target: torch.Tensor, logits: torch.Tensor, hidden_omega: list[torch.Tensor], lam: float,
+             weighting: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rate Inference Loss: ``(1 - mean cosine(target, logits)) + lam * omega`` for logits
+    ``[B, classes]`` and per-layer k tensors. Returns ``(loss, cosine term)`` (0-d tensors)."""
+    from .metrics import aggregate_omega, output_omega_tensor
+
+    omega = aggregate_omega(hidden_omega, output_omega_tensor(logits), weighting)
+    cos_term = 1.0 - nn.functional.cosine_similarity(target, logits, dim=1, eps=1e-6).mean()
+    return cos_term + lam * omega, cos_term
+
+
+def train_ril(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    config: RnlConfig,
+    device: torch.device,
+    *,
+    on_validate: ValidationCallback | None = None,
+) -> RilResult:
+    """Stage 2 of RNL + RIL on ``model`` (a stage-1 Rate Norm model, modified in place).
+
+    ``config`` is an :class:`snnconv.config.RnlConfig`. Steps:
+
+    1. teacher: ``"frozen"`` = a frozen copy of the model as it comes in (the stage-1 network, the
+       paper's r*); ``"self"`` = the model's own detached output (the authors' code: the cosine
+       term then vanishes, section 2.6);
+    2. the scales are reset to ``scale_init`` (one shared parameter with ``sharescale``), the running
+       max is locked, every other parameter is frozen, and the model runs in eval mode (BN uses its
+       running statistics, dropout is off: the network tuned is the one that gets converted);
+    3. loss per batch = (1 - mean cosine(teacher logits, student logits)) + lam * omega, omega from
+       hooks on the student's forward, aggregated with ``config.omega_weighting``;
+    4. validation (accuracy and omega on ``val_loader``) at the start, every ``inspect_interval``
+       batches and after the last batch. Below ``start accuracy - acc_tolerance`` (percentage
+       points) stage 2 stops; otherwise the state is a candidate. The model ends with the scales
+       of the candidate with the lowest omega (the start state is a candidate too).
+
+    ``on_validate(row)`` gets each validation's row (see :class:`RilResult`). Raises
+    :class:`NonFiniteLossError` if the loss is NaN or infinite.
+    """
+    from .metrics import OmegaRecorder
+    from .pipeline import frozen_copy
+
+    model.to(device)
+    teacher = frozen_copy(model) if config.teacher == "frozen" else model
+    scales = _prepare_stage2(model, config)
+    optimizer = build_optimizer(scales, config.optimizer, config.lr, config.momentum, config.weight_decay)
+    tracker = _CandidateTracker(model, scales, val_loader, config, device, on_validate)
+    step, since, stopped = 0, 0, False
+    loss_sum = torch.zeros((), device=device)
+    cos_sum = torch.zeros((), device=device)
+    with OmegaRecorder(model, detach=False) as recorder:
+        for epoch in range(1, config.epochs + 1):
+            for images, _ in batches(train_loader, device):
+                with torch.no_grad():
+                    target = teacher(images)
+                logits = model(images)
+                loss, cos_term = ril_loss(target, logits, recorder.hidden(), config.lam, config.omega_weighting)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(f"stage-2 loss is {loss.item()} at epoch {epoch}, step {step + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step, since = step + 1, since + 1
+                loss_sum += loss.detach()
+                cos_sum += cos_term.detach()
+                if step % config.inspect_interval == 0:
+                    stopped = not tracker.check(step, epoch, loss_sum.item() / since, cos_sum.item() / since)
+                    loss_sum.zero_(), cos_sum.zero_()
+                    since = 0
+                    if stopped:
+                        break
+            if stopped:
+                break
+    if not stopped and since:
+        stopped = not tracker.check(step, config.epochs, loss_sum.item() / since, cos_sum.item() / since)
+    tracker.restore_best()
+    for scale in scales:
+        scale.requires_grad_(False)
+    return RilResult(tracker.start["val_acc"], tracker.start["omega"], tracker.candidates, tracker.best,
+                     step, stopped, config.omega_weighting, config.teacher,
+                     teacher if teacher is not model else None)
