@@ -12,3 +12,5 @@ from __future__ import annotations
 
 # ---------------------------------------------------------------------------------------------
 # PASCAL (spike accumulation, count coding)
+
+from .pascal import PascalSNN, to_pascal  # noqa: E402  (implemented in pascal.py)
