@@ -131,13 +131,12 @@ def integrate(currents: torch.Tensor, quantum: float) -> tuple[torch.Tensor, tor
     ``v >= q``, at most once per step. Runs over the P steps on whole tensors.
     """
     membrane = torch.full_like(currents[0], quantum / 2)
-    count = torch.zeros(currents.shape[1:], dtype=torch.int64, device=currents.device)
-    for current in currents:
-        membrane = membrane + current
-        fire = membrane >= quantum
-        membrane = torch.where(fire, membrane - quantum, membrane)
-        count += fire
-    return count, membrane
+    fired = torch.empty(currents.shape, dtype=torch.bool, device=currents.device)
+    for step, current in enumerate(currents):
+        membrane.add_(current)
+        torch.ge(membrane, quantum, out=fired[step])
+        membrane.sub_(fired[step].to(membrane.dtype), alpha=quantum)
+    return fired.sum(0), membrane
 
 
 def correct(count: torch.Tensor, membrane: torch.Tensor, quantum: float, steps: int) -> torch.Tensor:
@@ -171,7 +170,8 @@ def spike_train(counts: torch.Tensor, levels: int, quantum: float, dtype: torch.
     """Front-loaded spike trains ``[L, *counts.shape]``: ``quantum`` on steps ``< count``, else 0."""
     dtype = dtype or torch.get_default_dtype()
     steps = torch.arange(levels, device=counts.device).view(levels, *([1] * counts.dim()))
-    return (steps < counts.unsqueeze(0)).to(dtype) * quantum
+    spike, silent = (torch.tensor(value, dtype=dtype, device=counts.device) for value in (quantum, 0.0))
+    return torch.where(steps < counts.unsqueeze(0), spike, silent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +453,7 @@ class _SpikeRunner:
             self.macs += float(out.numel() * _fan_in(module))
             return
         fanout = self.fanout(module, values.shape[2:], values)
-        active_steps = (values != 0).sum(0).to(values.dtype)
+        active_steps = (values != 0).sum(dim=(0, 1)).to(values.dtype)  # over steps and images
         self.synops += float((active_steps * fanout).sum())
 
     def fanout(self, module: nn.Module, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
