@@ -352,3 +352,23 @@ def test_quantise_count_is_the_qcfs_layer():
     layer = QCFS(4, 2.0)
     z = torch.linspace(-1, 3, 401)
     assert torch.equal(quantise_count(z, layer.threshold, 4) / 4 * layer.threshold, layer(z))
+
+
+def test_evaluate_pascal_over_a_loader_in_chunks():
+    from snnconv.data import TensorLoader
+    from snnconv.pascal import evaluate_pascal
+    from snnconv.train import evaluate
+
+    gen = torch.Generator().manual_seed(7)
+    model = randomise_(build_model("small", lambda: QCFS(4, 1.0), num_classes=10, in_channels=1, image_size=8,
+                                   levels=[2, 8, 1, 4]), gen, negative_fraction=0.0)
+    images, labels = torch.randn(20, 1, 8, 8, generator=gen), torch.randint(0, 10, (20,), generator=gen)
+    loader = TensorLoader(images, labels, batch_size=8)
+    result = evaluate_pascal(model, loader, "cpu", chunk=3)
+    ann_accuracy = evaluate(model.double(), TensorLoader(images.double(), labels, batch_size=8))
+    assert result.images == 20 and result.accuracy == ann_accuracy
+    assert result.equivalence.mismatches == 0 and result.equivalence.max_abs_err <= FLOAT64_BOUND
+    whole = to_pascal(model).run_spikes(images.double())
+    assert result.synops == pytest.approx(whole.synops / 20) and result.macs == pytest.approx(whole.macs / 20)
+    for name, counts in whole.counts.items():
+        assert result.spikes_per_neuron[name] == pytest.approx(counts.double().mean().item())

@@ -640,8 +640,11 @@ class PascalEvaluation:
 
 @torch.no_grad()
 def evaluate_pascal(model: nn.Module, loader: Iterable, device: torch.device | str,
-                    dtype: torch.dtype = torch.float64) -> PascalEvaluation:
+                    dtype: torch.dtype = torch.float64, chunk: int = 64) -> PascalEvaluation:
     """Run the spike-level PASCAL SNN of QCFS ``model`` over ``loader`` next to the ANN.
+
+    ``loader`` yields ``(images, labels)``; each batch runs in slices of at most ``chunk`` images
+    (the spike path holds ``T_in`` steps of every layer's activations, so this bounds memory).
 
     Both run in ``dtype``. float64 (default) is what makes the check exact in practice: in real
     arithmetic the spike path equals the ANN (section 3.4), but its per-step float sums round
@@ -663,17 +666,20 @@ def evaluate_pascal(model: nn.Module, loader: Iterable, device: torch.device | s
     synops = macs = 0.0
     spikes: dict[str, float] = {}
     neurons: dict[str, int] = {}
-    for images, labels in loader:
-        images, labels = images.to(device=device, dtype=dtype), labels.to(device)
-        run = snn.run_spikes(images)
-        report.merge(compare_with_ann(ann, run, images))
-        correct += int((run.logits.argmax(1) == labels).sum())
-        images_seen += labels.numel()
-        synops += run.synops
-        macs += run.macs
-        for name, counts in run.counts.items():
-            spikes[name] = spikes.get(name, 0.0) + float(counts.sum())
-            neurons[name] = neurons.get(name, 0) + counts.numel()
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk!r}")
+    for batch_images, batch_labels in loader:
+        for images, labels in zip(batch_images.split(chunk), batch_labels.split(chunk)):
+            images, labels = images.to(device=device, dtype=dtype), labels.to(device)
+            run = snn.run_spikes(images)
+            report.merge(compare_with_ann(ann, run, images))
+            correct += int((run.logits.argmax(1) == labels).sum())
+            images_seen += labels.numel()
+            synops += run.synops
+            macs += run.macs
+            for name, counts in run.counts.items():
+                spikes[name] = spikes.get(name, 0.0) + float(counts.sum())
+                neurons[name] = neurons.get(name, 0) + counts.numel()
     if images_seen == 0:
         raise ValueError("evaluate_pascal got an empty loader")
     return PascalEvaluation(
