@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import QCFS
+from .layers import QCFS, RateNorm
 from .models import BasicBlock, ResNet, SmallCNN, VGG
 
 Number = Union[int, float, Fraction]
@@ -240,7 +240,7 @@ def _compile(module: nn.Module, name: str) -> list[Op]:
     if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
         raise ValueError(f"layer {name!r}: max pooling does not commute with the time sum of count coding; "
                          "build the model with average pooling")
-    if isinstance(module, (nn.ReLU,)) or type(module).__name__ == "RateNorm":
+    if isinstance(module, (nn.ReLU, RateNorm)):
         raise ValueError(f"layer {name!r}: PASCAL converts QCFS activations, found {type(module).__name__}")
     raise ValueError(f"layer {name or 'model'!r}: {type(module).__name__} is not supported by the PASCAL "
                      "conversion (supported: Sequential/SmallCNN/VGG/ResNet of Conv2d, Linear, BatchNorm, "
