@@ -281,4 +281,5 @@ def test_digits_trial_snn_equals_ann(tmp_path):
     al_result = run_trial(al_config)
     expected = levels_from_al([row["al"] for row in al_result.layers], [30.0, 40.0], 4)
     assert al_result.levels == expected and al_result.stage1_cache_hit
+    assert [row["al"] for row in al_result.layers] == [row["al"] for row in result.layers]  # same calibration
     assert abs(al_result.snn_acc - al_result.ann_acc) <= 100.0 / 360  # float32: at most a rare flip

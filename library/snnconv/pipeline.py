@@ -214,8 +214,8 @@ def calibration_images(loader, count: int, device: torch.device) -> list[torch.T
 
 
 def _reseed_loader(loader: Any, seed: int) -> None:
-    """Restart a loader's shuffling generator, so that the fine-tune sees the same batches whether
-    stage 1 was trained in this process (which advanced the generator) or loaded from the cache."""
+    """Restart a loader's shuffling generator, so that calibration and fine-tune see the same batches
+    whether stage 1 was trained in this process (which advanced the generator) or loaded from the cache."""
     generator = getattr(loader, "generator", None)
     if isinstance(generator, torch.Generator):
         generator.manual_seed(seed)
@@ -237,8 +237,8 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) 
     model, data, device = first.model, first.data, first.device
     layers = activation_layers(model)
 
-    calibration = calibration_images(data.train, qcfs.calibration_batches, device)
-    al = al_per_layer(model, calibration)
+    _reseed_loader(data.train, config.data.split_seed + 1)
+    al = al_per_layer(model, calibration_images(data.train, qcfs.calibration_batches, device))
     levels = trial_levels(config, len(layers), list(al.values()))
     _reseed_loader(data.train, config.data.split_seed + 1)
     seed_everything(config.seed)
