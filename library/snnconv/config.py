@@ -132,6 +132,9 @@ class QcfsConfig:
     calibration_batches: int = 2
     #: length of the plain QCFS -> IF simulation (rate coding)
     t_max: int = 32
+    #: float type of the spike-level PASCAL run and its equivalence check: float64 keeps the SNN
+    #: equal to the ANN (float32 flips ~1e-5 of the neurons at rounding boundaries by one quantum)
+    snn_dtype: str = "float64"
 
 
 @dataclass
@@ -355,8 +358,11 @@ def validate(config: TrialConfig) -> None:
     _positive("qcfs.t_max", qcfs.t_max)
     if sorted(qcfs.al_thresholds) != list(qcfs.al_thresholds):
         raise ConfigError(f"qcfs.al_thresholds: must be ascending, got {qcfs.al_thresholds!r}")
+    _choice("qcfs.snn_dtype", qcfs.snn_dtype, ("float32", "float64"))
     if isinstance(qcfs.levels, list):
         validate_level_list(config.model, qcfs.levels, "qcfs.levels")
+    elif isinstance(qcfs.levels, str):
+        validate_level_policy(config.model, qcfs.levels, qcfs.stage1_levels)
 
 
 def activation_names(model_name: str) -> list[str]:
@@ -387,3 +393,21 @@ def validate_level_list(model_name: str, levels: list[int], path: str = "levels"
                 f"{path}[{index}] ({names[index]}): L = {value!r} is not allowed; choose from "
                 f"{', '.join(map(str, LEVEL_CHOICES))}"
             )
+
+
+def validate_level_policy(model_name: str, policy: str, base: int, path: str = "qcfs.levels") -> None:
+    """Refuse an unknown L profile name, the "pascal" profile for a model it has no list for, and a
+    stage-1 L outside {1, 2, 4, 8, 16} where a profile or the AL policy derives L from it."""
+    from .levels import LEVEL_POLICIES, PASCAL_LISTS
+
+    if policy not in LEVEL_POLICIES:
+        raise ConfigError(f"{path}: unknown L profile {policy!r}; known: {', '.join(LEVEL_POLICIES)} "
+                          "(or give a list with one L per layer)")
+    if policy == "pascal":
+        if model_name not in PASCAL_LISTS:
+            raise ConfigError(f"{path}: the 'pascal' profile has lists for {', '.join(PASCAL_LISTS)} only, "
+                              f"not {model_name!r}")
+        validate_level_list(model_name, PASCAL_LISTS[model_name], path)
+    elif base not in LEVEL_CHOICES:
+        raise ConfigError(f"qcfs.stage1_levels: the {policy!r} L policy halves the stage-1 L, which must be one "
+                          f"of {', '.join(map(str, LEVEL_CHOICES))}, got {base!r}")

@@ -179,3 +179,5 @@ def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, stati
 
 # ---------------------------------------------------------------------------------------------
 # PASCAL (spike accumulation, count coding)
+
+from .pascal import PascalSNN, to_pascal  # noqa: E402  (implemented in pascal.py)

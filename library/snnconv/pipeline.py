@@ -28,8 +28,12 @@ from .cache import Stage1Cache, stable_hash
 from .config import ConfigError, TrialConfig, validate
 from .data import DataBundle, load_data
 from .layers import ActivationFactory, RateNorm, activation_factory
-from .models import build_model
-from .train import EpochCallback, evaluate, resolve_device, seed_everything, train_model
+from .levels import levels_from_al, profile_levels
+from .metrics import al_per_layer, energy_mj, qcfs_omega, t_eff_table
+from .models import activation_layers, build_model
+from .pascal import evaluate_pascal
+from .train import (EpochCallback, EpochStats, batches, evaluate, finetune_levels, resolve_device, seed_everything,
+                    train_model)
 
 #: ``on_progress(stage, metrics)``: stage is e.g. "stage1", "stage2", "finetune", "simulate"
 ProgressCallback = Callable[[str, Mapping[str, float]], None]
@@ -272,7 +276,107 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# QCFS + PASCAL: stage 1 (uniform L, cached) -> layerwise-L fine-tune -> PASCAL inference
+
+
+def trial_levels(config: TrialConfig, num_layers: int, al_values: list[float]) -> list[int]:
+    """The trial's per-layer L list from ``qcfs.levels``: an explicit list, a named profile,
+    ``"al"`` (the AL policy on ``al_values``, one per layer) or None (the uniform stage-1 L)."""
+    qcfs = config.qcfs
+    if qcfs.levels is None:
+        return [qcfs.stage1_levels] * num_layers
+    if isinstance(qcfs.levels, list):
+        return list(qcfs.levels)
+    if qcfs.levels == "al":
+        return levels_from_al(al_values, qcfs.al_thresholds, qcfs.stage1_levels)
+    return profile_levels(qcfs.levels, config.model, num_layers, qcfs.stage1_levels)
+
+
+def calibration_images(loader, count: int, device: torch.device) -> list[torch.Tensor]:
+    """The images of the first ``count`` batches of ``loader``, on ``device``."""
+    images = []
+    for batch_images, _ in batches(loader, device):
+        images.append(batch_images)
+        if len(images) == count:
+            break
+    return images
+
+
+def _reseed_loader(loader: Any, seed: int) -> None:
+    """Restart a loader's shuffling generator, so that calibration and fine-tune see the same batches
+    whether stage 1 was trained in this process (which advanced the generator) or loaded from the cache."""
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+
+
+def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
+    return {"epoch": stats.epoch, "val_acc": stats.val_acc, "train_loss": stats.train_loss,
+            "train_acc": stats.train_acc, "lr": stats.lr}
+
+
+def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) -> TrialResult:
+    """One QCFS + PASCAL trial (see the module docstring); reports ``on_progress("finetune", ...)``
+    after every fine-tune epoch (and ``"stage1"`` epochs when stage 1 is trained)."""
+    start = time.perf_counter()
+    validate(config)
+    qcfs = config.qcfs
+    report = on_progress or (lambda stage, metrics: None)
+    first = stage1(config, on_epoch=lambda stats: report("stage1", _epoch_metrics(stats)))
+    model, data, device = first.model, first.data, first.device
+    layers = activation_layers(model)
+
+    _reseed_loader(data.train, config.data.split_seed + 1)
+    al = al_per_layer(model, calibration_images(data.train, qcfs.calibration_batches, device))
+    levels = trial_levels(config, len(layers), list(al.values()))
+    _reseed_loader(data.train, config.data.split_seed + 1)
+    seed_everything(config.seed)
+    history = finetune_levels(model, levels, data.train, config.stage1, device, epochs=qcfs.finetune_epochs,
+                              lr=qcfs.finetune_lr, val_loader=data.val,
+                              on_epoch=lambda stats: report("finetune", _epoch_metrics(stats)))
+
+    ann_acc = evaluate(model, data.test, device)
+    dtype = torch.float64 if qcfs.snn_dtype == "float64" else torch.float32
+    snn = evaluate_pascal(model, data.test, device, dtype)
+    omega = qcfs_omega(model, (images for images, _ in batches(data.test, device)))
+    teff_rows = t_eff_table(model)
+    teff_by_layer = {row.name: row.t_eff for row in teff_rows}
+    equivalence = snn.equivalence
+    rows = []
+    for layer, level in zip(layers, levels):
+        spikes = snn.spikes_per_neuron[layer.name]
+        rows.append({
+            "name": layer.name, "fan_in": layer.fan_in, "levels": level,
+            "threshold": float(layer.module.threshold.detach()), "al": al[layer.name],
+            "equiv_abs_err": equivalence.layers[layer.name].max_abs_err,
+            "count_mismatches": equivalence.layers[layer.name].mismatches,
+            "spikes_per_neuron": spikes, "firing_rate": spikes / level,
+            "t_eff_layer": teff_by_layer.get(layer.weight_name, math.nan),
+        })
+    return TrialResult(
+        method="qcfs", ann_acc=ann_acc, snn_acc=snn.accuracy, omega=omega,
+        t_eff=float(sum(teff_by_layer.values()) / len(teff_by_layer)), synops=snn.synops,
+        energy_mj=energy_mj(snn.synops, snn.macs), acc_curve=[], equiv_max_abs_err=equivalence.max_abs_err,
+        levels=levels, layers=rows,
+        tables={"t_eff": [dataclasses.asdict(row) for row in teff_rows],
+                "finetune": [dataclasses.asdict(stats) for stats in history]},
+        extra_metrics={
+            "stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
+            "finetune_val_acc": history[-1].val_acc if history else math.nan,
+            "macs": snn.macs, "equiv_logits_abs_err": equivalence.logits_abs_err,
+            "equiv_mismatches": float(equivalence.mismatches),
+        },
+        stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
+        seconds=time.perf_counter() - start, model=model,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# one trial, any method
+
 #: ``config.method`` -> the function running that method's trial
 METHOD_RUNNERS: dict[str, Callable[[TrialConfig, ProgressCallback], TrialResult]] = {
     "rnl": _run_rnl,
+    "qcfs": _run_qcfs,
 }

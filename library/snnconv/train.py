@@ -198,6 +198,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# QCFS / PASCAL: layerwise-L fine-tune (phase 2 of PASCAL's adaptive schedule)
+
+
+def finetune_levels(
+    model: nn.Module,
+    levels: list[int],
+    train_loader: Iterable,
+    config: Stage1Config,
+    device: torch.device,
+    *,
+    epochs: int,
+    lr: float,
+    val_loader: Iterable | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> list[EpochStats]:
+    """Give QCFS ``model`` a per-layer L list and train it on for ``epochs`` at learning rate ``lr``.
+
+    Phase 2 of PASCAL's schedule (section 3.9): resume from the uniform-L stage-1 weights with the
+    layerwise ``levels`` (one L per QCFS layer, forward order; a wrong length is refused with the
+    layer names). Everything trains, thresholds included, with stage 1's optimizer, momentum,
+    weight decay and schedule type (:func:`train_model`). ``epochs = 0`` only sets the levels.
+    Modifies ``model`` in place and leaves it in eval mode.
+    """
+    from .models import set_levels
+
+    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
+        raise ValueError(f"finetune epochs must be an integer >= 0, got {epochs!r}")
+    if not (lr > 0) or not math.isfinite(lr):
+        raise ValueError(f"finetune lr must be positive, got {lr!r}")
+    set_levels(model, levels)
+    if epochs == 0:
+        model.to(device).eval()
+        return []
+    return train_model(model, train_loader, config, device, val_loader=val_loader, epochs=int(epochs), lr=lr,
+                       on_epoch=on_epoch)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
 
