@@ -246,11 +246,6 @@ def test_finetune_levels_sets_levels_and_trains():
         finetune_levels(model, [1, 1], data.train, config.stage1, torch.device("cpu"), epochs=1, lr=0.1)
 
 
-def test_unknown_method_has_a_clear_error():
-    with pytest.raises(ConfigError, match="no trial runner"):
-        run_trial(apply_overrides(TrialConfig(), {"method": "rnl"}))
-
-
 def test_digits_trial_snn_equals_ann(tmp_path):
     base = {"method": "qcfs", "model": "small", "cache_dir": str(tmp_path), "seed": 0, "device": "cpu",
             "stage1.epochs": 3, "qcfs.threshold_init": 1.0, "qcfs.stage1_levels": 4,
