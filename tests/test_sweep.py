@@ -93,7 +93,7 @@ def test_presets_load_and_bad_specs_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="loguniform needs low > 0"):
         load_spec(config_file=str(bad))
     bad.write_text("name: x\nsearch: grid\nspace: {rnl: {rnl.lr: {type: loguniform, low: 0.1, high: 1}}}\n")
-    with pytest.raises(ConfigError, match="grid search needs a 'grid"):
+    with pytest.raises(ConfigError, match="--search grid needs a 'grid: \\[...\\]' list"):
         load_spec(config_file=str(bad))
     bad.write_text("name: [x\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
@@ -150,7 +150,7 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     assert any(r.data.tags["pareto_omega"] == "true" for r in runs)
     parent_files = {a.path for a in client.list_artifacts(outcome.parent_run_id, "pareto")}
-    assert {"pareto/pareto.csv", "pareto/pareto_omega.png", "pareto/pareto_t_eff.png"} <= parent_files
+    assert {"pareto/pareto.csv", "pareto/front_omega.png", "pareto/front_t_eff.png"} <= parent_files
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):

@@ -130,8 +130,10 @@ class QcfsConfig:
     al_thresholds: list[float] = field(default_factory=lambda: [20.0, 30.0, 40.0])
     #: batches of the training set used to compute the AL metric
     calibration_batches: int = 2
-    #: length of the plain QCFS -> IF simulation (rate coding)
+    #: length of the plain QCFS -> IF simulation (rate coding); its acc(t) curve is the trial's snn_acc_t
     t_max: int = 32
+    #: the plain IF's latency if_t_eff = first t with acc(t) >= ann_acc - latency_tolerance (points)
+    latency_tolerance: float = 1.0
     #: float type of the spike-level PASCAL run and its equivalence check: float64 keeps the SNN
     #: equal to the ANN (float32 flips ~1e-5 of the neurons at rounding boundaries by one quantum)
     snn_dtype: str = "float64"
@@ -356,6 +358,7 @@ def validate(config: TrialConfig) -> None:
     _positive("qcfs.finetune_lr", qcfs.finetune_lr)
     _positive("qcfs.calibration_batches", qcfs.calibration_batches)
     _positive("qcfs.t_max", qcfs.t_max)
+    _non_negative("qcfs.latency_tolerance", qcfs.latency_tolerance)
     if sorted(qcfs.al_thresholds) != list(qcfs.al_thresholds):
         raise ConfigError(f"qcfs.al_thresholds: must be ascending, got {qcfs.al_thresholds!r}")
     _choice("qcfs.snn_dtype", qcfs.snn_dtype, ("float32", "float64"))

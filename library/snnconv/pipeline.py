@@ -31,7 +31,9 @@ from .layers import ActivationFactory, RateNorm, activation_factory
 from .levels import levels_from_al, profile_levels
 from .metrics import al_per_layer, energy_mj, qcfs_omega, t_eff_table
 from .models import activation_layers, build_model
+from .convert import to_if
 from .pascal import evaluate_pascal
+from .simulate import first_step_within, simulate
 from .train import (EpochCallback, EpochStats, batches, evaluate, finetune_levels, resolve_device, seed_everything,
                     train_model)
 
@@ -235,9 +237,7 @@ def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) ->
 
 def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     """RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation -> metrics."""
-    from .convert import to_if
-    from .metrics import ann_macs, energy_mj, model_omega
-    from .simulate import first_step_within, simulate
+    from .metrics import ann_macs, model_omega
     from .train import train_ril
 
     start = time.perf_counter()
@@ -337,6 +337,8 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) 
                               on_epoch=lambda stats: report("finetune", _epoch_metrics(stats)))
 
     ann_acc = evaluate(model, data.test, device)
+    # plain QCFS -> IF (rate coding, v(0) = theta/2) on the same model, so both latencies compare
+    rate_coded = simulate(to_if(model, v_init="half"), data.test, qcfs.t_max, device)
     dtype = torch.float64 if qcfs.snn_dtype == "float64" else torch.float32
     snn = evaluate_pascal(model, data.test, device, dtype)
     omega = qcfs_omega(model, (images for images, _ in batches(data.test, device)))
@@ -357,7 +359,8 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) 
     return TrialResult(
         method="qcfs", ann_acc=ann_acc, snn_acc=snn.accuracy, omega=omega,
         t_eff=float(sum(teff_by_layer.values()) / len(teff_by_layer)), synops=snn.synops,
-        energy_mj=energy_mj(snn.synops, snn.macs), acc_curve=[], equiv_max_abs_err=equivalence.max_abs_err,
+        energy_mj=energy_mj(snn.synops, snn.macs), acc_curve=rate_coded.acc_curve,
+        equiv_max_abs_err=equivalence.max_abs_err,
         levels=levels, layers=rows,
         tables={"t_eff": [dataclasses.asdict(row) for row in teff_rows],
                 "finetune": [dataclasses.asdict(stats) for stats in history]},
@@ -366,6 +369,9 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) 
             "finetune_val_acc": history[-1].val_acc if history else math.nan,
             "macs": snn.macs, "equiv_logits_abs_err": equivalence.logits_abs_err,
             "equiv_mismatches": float(equivalence.mismatches),
+            "if_snn_acc": rate_coded.snn_acc,
+            "if_t_eff": first_step_within(rate_coded.acc_curve, ann_acc, qcfs.latency_tolerance),
+            "if_synops": rate_coded.synops, "if_energy_mj": rate_coded.energy_mj,
         },
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model,

@@ -367,7 +367,7 @@ def _state_path(storage_dir: Path) -> Path:
 def _latest_sweep_dir(storage: Path, name: str | None) -> Path:
     candidates = sorted(storage.glob(f"*/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
     if name:
-        candidates = [p for p in candidates if p.parent.name == name or p.parent.name.startswith(name)]
+        candidates = [p for p in candidates if p.parent.name.startswith((name, f"sweep-{name}-"))]
     if not candidates:
         raise ConfigError(f"--resume: no sweep to resume under {storage}" + (f" matching {name!r}" if name else ""))
     return candidates[-1].parent
@@ -378,7 +378,8 @@ def _search_and_scheduler(spec: SweepSpec, total: int):
 
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    search_alg = BasicVariantGenerator(random_state=spec.seed)
+    # the basic generator limits concurrency itself (TuneConfig's limit applies to Searchers only)
+    search_alg = BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent)
     metric = mode = None
     if spec.search == "optuna":
         import optuna
@@ -460,7 +461,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
                 param_space=param_space,
                 tune_config=tune.TuneConfig(
                     search_alg=search_alg, scheduler=scheduler, num_samples=samples,
-                    max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                    max_concurrent_trials=spec.max_concurrent if spec.search == "optuna" else None,
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=run_name, storage_path=str(storage), verbose=options.verbose,
@@ -482,10 +484,11 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty mappings stay values)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value and all(not isinstance(v, Mapping) or v for v in value.values()):
+        if isinstance(value, Mapping) and value:
             flat.update(_flatten(value, name))
         else:
             flat[name] = value

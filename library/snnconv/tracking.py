@@ -270,12 +270,13 @@ def _batch(client: "MlflowClient", run_id: str, metrics: Mapping[str, float] | N
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
-        params=[Param(k, _text(v)) for k, v in (params or {}).items()],
-        tags=[RunTag(k, _text(v)) for k, v in (tags or {}).items()],
-    )
+    metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+    param_list = [Param(k, _text(v)) for k, v in (params or {}).items()]
+    tag_list = [RunTag(k, _text(v)) for k, v in (tags or {}).items()]
+    # MLflow takes at most 1000 metrics, 100 params and 100 tags per batch
+    for start in range(0, max(len(metric_list), len(param_list), len(tag_list), 1), 100):
+        client.log_batch(run_id, metrics=metric_list[start:start + 100], params=param_list[start:start + 100],
+                         tags=tag_list[start:start + 100])
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", 
     from mlflow.entities import Metric
 
     client = tracker.client
-    metrics = {k: v for k, v in result.metrics().items() if math.isfinite(v)}
+    metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
     _batch(client, run_id, metrics=metrics, params=extra_params)
     now = int(time.time() * 1000)
     curve = [Metric("snn_acc_t", float(acc), now, t) for t, acc in enumerate(result.acc_curve, start=1)]
