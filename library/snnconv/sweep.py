@@ -360,6 +360,11 @@ def _trial_lines(total: int):
     return TrialLines()
 
 
+def _trial_name(trial) -> str:
+    """``rnl_<trial id>``: readable in Tune's table and as the MLflow run name."""
+    return f"{trial.config.get('method', 'trial')}_{trial.trial_id}"
+
+
 def _state_path(storage_dir: Path) -> Path:
     return storage_dir / STATE_FILE
 
@@ -450,6 +455,13 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     search_alg, scheduler, _, _ = _search_and_scheduler(spec, total)
+    # Ray's classic status table every 30 s (its newer console output prints a box per trial start and end)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    reporter = tune.CLIReporter(
+        metric_columns={"snn_acc": "snn_acc", "omega": "omega", "t_eff": "t_eff", "training_iteration": "iter"},
+        parameter_columns={"method": "method"}, max_report_frequency=30, max_progress_rows=10,
+        print_intermediate_tables=False, sort_by_metric=False,
+    )
     status = "FINISHED"
     try:
         if options.resume is not None and tune.Tuner.can_restore(str(storage_dir)):
@@ -462,12 +474,12 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
                 tune_config=tune.TuneConfig(
                     search_alg=search_alg, scheduler=scheduler, num_samples=samples,
                     max_concurrent_trials=spec.max_concurrent if spec.search == "optuna" else None,
-                    reuse_actors=True,
+                    reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
                     name=run_name, storage_path=str(storage), verbose=options.verbose,
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                    callbacks=[_trial_lines(total)],
+                    callbacks=[_trial_lines(total)], progress_reporter=reporter,
                 ),
             )
         tuner.fit()
