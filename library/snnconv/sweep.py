@@ -45,6 +45,8 @@ SPACE_TYPES = ("choice", "uniform", "loguniform", "per_layer", "sorted_uniform")
 #: the keys every tune.report carries (Tune checks searcher / scheduler metrics on each result)
 REPORT_KEYS = ("val_acc", "ann_acc", "snn_acc", "omega", "t_eff")
 STATE_FILE = "snnconv_sweep.json"
+#: progress stages reported to Tune (and so to ASHA); stage-1 epochs only go to MLflow
+SCHEDULED_STAGES = ("stage2", "finetune")
 
 
 @dataclass
@@ -278,24 +280,31 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     if not spec.share_stage1:
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
+    clock = time.perf_counter()
     run_id = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config), node)
+    tracking_seconds = time.perf_counter() - clock
     last = {key: math.nan for key in REPORT_KEYS}
     iteration = 0
 
     def on_progress(stage: str, metrics: Mapping[str, float]) -> None:
-        nonlocal iteration
+        nonlocal iteration, tracking_seconds
         iteration += 1
-        last.update({k: float(v) for k, v in metrics.items() if k in REPORT_KEYS})
+        clock = time.perf_counter()
         tracking.log_progress(tracker, run_id, {f"{stage}_{k}": v for k, v in metrics.items()}, iteration)
-        tune.report({**last, "stage": stage, "snn_acc": math.nan, "t_eff": math.nan})
+        tracking_seconds += time.perf_counter() - clock
+        if stage in SCHEDULED_STAGES:  # what ASHA compares: stage-2 / fine-tune validation, not stage 1
+            last.update({k: float(v) for k, v in metrics.items() if k in REPORT_KEYS})
+            tune.report({**last, "stage": stage, "snn_acc": math.nan, "t_eff": math.nan})
 
     try:
         result = run_trial(config, on_progress=on_progress)
+        clock = time.perf_counter()
         tracking.log_trial_result(tracker, run_id, result, {
             "stage1_key": result.stage1_key, "levels": result.levels if result.levels else "",
         })
         tracking.end_trial(tracker, run_id, "FINISHED")
-    except BaseException as error:  # noqa: BLE001 - recorded, then re-raised for Tune
+        tracking_seconds += time.perf_counter() - clock
+    except Exception as error:  # recorded, then re-raised so that Tune marks the trial ERROR
         text = f"{type(error).__name__}: {error}"
         tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
         raise
@@ -305,7 +314,7 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         final["val_acc"] = metrics["ann_acc"]
     tune.report({**final, "stage": "done", "synops": metrics["synops"], "energy_mj": metrics["energy_mj"],
                  "stage1_cache_hit": float(result.stage1_cache_hit), "trial_seconds": result.seconds,
-                 "mlflow_run_id": run_id})
+                 "tracking_seconds": tracking_seconds, "mlflow_run_id": run_id})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +466,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     search_alg, scheduler, _, _ = _search_and_scheduler(spec, total)
     # Ray's classic status table every 30 s (its newer console output prints a box per trial start and end)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # MLflow is the record: skip Tune's own CSV / JSON / TensorBoard result files
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     reporter = tune.CLIReporter(
         metric_columns={"snn_acc": "snn_acc", "omega": "omega", "t_eff": "t_eff", "training_iteration": "iter"},
         parameter_columns={"method": "method"}, max_report_frequency=30, max_progress_rows=10,
