@@ -302,8 +302,9 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         tracking.log_trial_result(tracker, run_id, result, {
             "stage1_key": result.stage1_key, "levels": result.levels if result.levels else "",
         })
-        tracking.end_trial(tracker, run_id, "FINISHED")
         tracking_seconds += time.perf_counter() - clock
+        tracking.log_progress(tracker, run_id, {"tracking_seconds": tracking_seconds}, iteration)
+        tracking.end_trial(tracker, run_id, "FINISHED")
     except Exception as error:  # recorded, then re-raised so that Tune marks the trial ERROR
         text = f"{type(error).__name__}: {error}"
         tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
@@ -343,6 +344,8 @@ class SweepOutcome:
     storage_dir: Path
     table: Any  # pandas.DataFrame, one row per trial run
     report_dir: Path | None = None
+    #: wall seconds of the sweep's phases: "start" (store, parent run, Ray), "tune" (the trials), "finish"
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _trial_lines(total: int):
@@ -415,6 +418,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     from ray import tune
 
     options = options or SweepOptions()
+    clock = time.perf_counter()
     validate_spec(spec)
     tracking_uri = tracking.resolve_tracking_uri(options.tracking_uri)
     storage = Path(options.storage_path or "ray_results").resolve()
@@ -474,6 +478,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         print_intermediate_tables=False, sort_by_metric=False,
     )
     status = "FINISHED"
+    timings = {"start": time.perf_counter() - clock}
+    clock = time.perf_counter()
     try:
         if options.resume is not None and tune.Tuner.can_restore(str(storage_dir)):
             tuner = tune.Tuner.restore(str(storage_dir), trainable, resume_unfinished=True, resume_errored=False)
@@ -501,8 +507,12 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         stopped = tracking.close_unfinished(tracker, "KILLED", "stopped early by the scheduler or an interrupt")
         if stopped:
             print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
+    timings["tune"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     outcome = finish_sweep(tracker, storage_dir)
     tracking.end_sweep(tracker, status)
+    timings["finish"] = time.perf_counter() - clock
+    outcome.timings = timings
     return outcome
 
 

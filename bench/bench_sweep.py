@@ -1,0 +1,142 @@
+"""Benchmark: the sweep's own overhead, and what the shared stage-1 cache saves.
+
+    python -m bench.bench_sweep [--quick]
+
+1. **Overhead.** The demo preset (``--quick``: 4 trials with 4 stage-1 epochs) on a local Ray
+   instance that is already up. ``ideal`` = the trials' own compute (``run_trial`` time, summed)
+   divided by the concurrency limit: the wall time a perfect scheduler would need. ``overhead`` =
+   sweep wall time / ideal - 1. The breakdown names where the rest goes: MLflow logging inside the
+   trials (``tracking``, also divided by the concurrency) and the driver's start (MLflow store,
+   parent run) and end (Pareto fronts, plots, tags).
+2. **Cache.** The same RNL sweep of 16 trials (``--quick``: 4) twice: stage 1 shared through the
+   cache (trained once), and every trial retraining its own stage 1 (``share_stage1: false``).
+
+Ray's own start (``ray.init``) is timed separately and left out of both. Writes
+``bench/results/bench_sweep.json`` (``--quick``: ``bench_sweep_quick.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "library"))
+sys.path.insert(0, str(ROOT))
+
+from bench.common import evidence, print_header, print_table  # noqa: E402
+from snnconv.sweep import SweepOptions, SweepSpec, load_spec, run_sweep  # noqa: E402
+
+OVERHEAD_TARGET = 0.05
+CACHE_TARGET = 8.0
+
+
+def timed_sweep(spec: SweepSpec, folder: Path) -> dict[str, float]:
+    """Run ``spec`` quietly into ``folder``; wall time and the trials' own times, in seconds."""
+    spec = copy.deepcopy(spec)
+    spec.trial.setdefault("cache_dir", str(folder / "cache"))
+    options = SweepOptions(tracking_uri=f"sqlite:///{folder}/mlflow.db", storage_path=str(folder / "ray"), verbose=0)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        outcome = run_sweep(spec, options)
+    wall = time.perf_counter() - start
+    table = outcome.table
+    finished = table[table["status"] == "FINISHED"]
+    return {
+        "wall_s": wall, "trials": float(len(table)), "finished": float(len(finished)),
+        "trial_compute_s": float(finished["trial_seconds"].sum()),
+        "tracking_s": float(finished["tracking_seconds"].sum()) if "tracking_seconds" in finished else float("nan"),
+        "stage1_trainings": float((finished["stage1_cache_hit"] == 0).sum()),
+        "concurrency": float(spec.max_concurrent),
+        **{f"{phase}_s": seconds for phase, seconds in outcome.timings.items()},
+    }
+
+
+def overhead_row(spec: SweepSpec, folder: Path) -> dict[str, float]:
+    figures = timed_sweep(spec, folder)
+    ideal = figures["trial_compute_s"] / figures["concurrency"]
+    figures["ideal_s"] = ideal
+    figures["overhead"] = figures["wall_s"] / ideal - 1.0
+    figures["tracking_share"] = figures["tracking_s"] / figures["concurrency"] / ideal
+    # the rest of Tune's time beyond the ideal: actor start-up, scheduling, reporting
+    figures["tune_extra_s"] = figures["tune_s"] - ideal - figures["tracking_s"] / figures["concurrency"]
+    return figures
+
+
+def cache_rows(spec: SweepSpec, folder: Path) -> dict[str, dict[str, float]]:
+    shared = timed_sweep(spec, folder / "shared")
+    unshared_spec = copy.deepcopy(spec)
+    unshared_spec.share_stage1 = False
+    unshared = timed_sweep(unshared_spec, folder / "retrain")
+    return {"shared": shared, "retrain": unshared, "speedup": unshared["wall_s"] / shared["wall_s"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ray
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes (a smoke run)")
+    parser.add_argument("--cache-trials", type=int, help="trials of the cache comparison (default 16, quick 4)")
+    parser.add_argument("--out", help="JSON file to write")
+    args = parser.parse_args(argv)
+
+    demo = load_spec("demo", presets_dir=ROOT / "configs")
+    if args.quick:
+        demo.num_samples = 2
+        demo.trial["stage1"]["epochs"] = 4
+    cache_spec = copy.deepcopy(demo)
+    cache_spec.methods = ["rnl"]
+    cache_spec.num_samples = args.cache_trials or (4 if args.quick else 16)
+    cache_spec.trial["stage1"]["epochs"] = 4 if args.quick else 12
+
+    header = evidence()
+    print_header("sweep: overhead and stage-1 cache", header)
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_start = time.perf_counter() - start
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            overhead = overhead_row(demo, Path(folder) / "demo")
+            cache = cache_rows(cache_spec, Path(folder) / "cache")
+    finally:
+        ray.shutdown()
+
+    print(f"\nRay start (ray.init, not counted below): {ray_start:.1f} s")
+    print(f"demo sweep phases: start {overhead['start_s']:.1f} s (MLflow store, parent run), Tune "
+          f"{overhead['tune_s']:.1f} s (of which beyond the ideal and MLflow: {overhead['tune_extra_s']:.1f} s: worker "
+          f"start-up, scheduling), finish {overhead['finish_s']:.1f} s (Pareto fronts, plots, tags)\n")
+    print_table(
+        ["sweep", "trials", "wall s", "trial compute s", "ideal s", "overhead", "of which MLflow", "target"],
+        [["demo" + (" (quick)" if args.quick else ""), int(overhead["trials"]), f"{overhead['wall_s']:.1f}",
+          f"{overhead['trial_compute_s']:.1f}", f"{overhead['ideal_s']:.1f}", f"{overhead['overhead']:.1%}",
+          f"{overhead['tracking_share']:.1%}", f"<= {OVERHEAD_TARGET:.0%}"]],
+    )
+    print()
+    print_table(
+        ["stage 1", "trials", "stage-1 trainings", "wall s", "speed-up", "target"],
+        [["shared (cache)", int(cache["shared"]["trials"]), int(cache["shared"]["stage1_trainings"]),
+          f"{cache['shared']['wall_s']:.1f}", f"{cache['speedup']:.2f}x", f">= {CACHE_TARGET:.0f}x"],
+         ["retrained per trial", int(cache["retrain"]["trials"]), int(cache["retrain"]["stage1_trainings"]),
+          f"{cache['retrain']['wall_s']:.1f}", "1.00x", ""]],
+    )
+    result = {"benchmark": "bench_sweep", "quick": args.quick, "evidence": header, "ray_start_s": ray_start,
+              "overhead": overhead, "cache": cache,
+              "targets": {"overhead": OVERHEAD_TARGET, "cache_speedup": CACHE_TARGET},
+              "met": {"overhead": overhead["overhead"] <= OVERHEAD_TARGET,
+                      "cache_speedup": cache["speedup"] >= CACHE_TARGET}}
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"bench_sweep{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
