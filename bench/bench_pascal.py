@@ -47,6 +47,7 @@ def header(threads: int) -> dict[str, str | int]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else -1,
     }
 
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     head = result["header"]
-    print(f"# bench_pascal  {head['date']}  {head['machine']}")
+    print(f"# bench_pascal  {head['date']}  {head['machine']}  (load average {head['load_average_1min']})")
     print(f"# torch {head['torch']} (threads {args.threads}), python {head['python']}; VGG16 3x32x32, batch {batch}, "
           f"L = {VGG16_LEVELS}, T_max = {t_max}, median of {repeats}")
     print(f"{'path':<10}{'ms':>10}{'x ANN':>9}{'target':>10}")
