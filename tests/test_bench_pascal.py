@@ -20,7 +20,8 @@ def test_quick_mode_writes_the_figures(tmp_path, capsys):
     assert {"machine", "torch_threads", "torch", "python", "date"} <= set(result["header"])
     assert result["config"]["levels"] == bench_pascal.VGG16_LEVELS and result["config"]["t_max"] == 8
     assert set(result["ms"]) == {"ann", "exact", "spike", "spike64"} and all(v > 0 for v in result["ms"].values())
-    assert set(result["ratio_to_ann"]) == {"exact", "spike", "spike64"}
+    assert set(result["ratio_to_ann"]) == set(result["min_ratio_to_ann"]) == {"exact", "spike", "spike64"}
+    assert set(result["meets_targets"]) == {"exact", "spike"}
     assert result["exact_equals_ann"] is True
     assert result["synops_per_image"] > 0 and result["first_layer_macs_per_image"] == 32 * 32 * 64 * 27
     printed = capsys.readouterr().out

@@ -412,5 +412,5 @@ def validate_level_policy(model_name: str, policy: str, base: int, path: str = "
                               f"not {model_name!r}")
         validate_level_list(model_name, PASCAL_LISTS[model_name], path)
     elif base not in LEVEL_CHOICES:
-        raise ConfigError(f"qcfs.stage1_levels: the {policy!r} L policy halves the stage-1 L, which must be one "
-                          f"of {', '.join(map(str, LEVEL_CHOICES))}, got {base!r}")
+        raise ConfigError(f"qcfs.stage1_levels: the {policy!r} L policy derives every layer's L from the stage-1 L, "
+                          f"which must then be one of {', '.join(map(str, LEVEL_CHOICES))}, got {base!r}")

@@ -124,6 +124,13 @@ def pasc_if_reference(inputs: Sequence[Number], threshold: Number, levels: int) 
     return PascIfTrace(count_a, v_a, count, reverse, spikes)
 
 
+def _count_steps(flags: torch.Tensor) -> torch.Tensor:
+    """``flags [T, ...]`` bool -> how many steps are set, ``[...]`` (int64; byte sums when T < 256)."""
+    if flags.shape[0] < 256:
+        return flags.view(torch.uint8).sum(0, dtype=torch.uint8).to(torch.int64)
+    return flags.sum(0)
+
+
 def integrate(currents: torch.Tensor, quantum: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Phase A for ``q > 0``: ``currents [P, ...]`` -> (count ``[...]`` int64, membrane ``[...]``).
 
@@ -136,7 +143,7 @@ def integrate(currents: torch.Tensor, quantum: float) -> tuple[torch.Tensor, tor
         membrane.add_(current)
         torch.ge(membrane, quantum, out=fired[step])
         membrane.sub_(fired[step].to(membrane.dtype), alpha=quantum)
-    return fired.sum(0), membrane
+    return _count_steps(fired), membrane
 
 
 def correct(count: torch.Tensor, membrane: torch.Tensor, quantum: float, steps: int) -> torch.Tensor:
@@ -453,7 +460,7 @@ class _SpikeRunner:
             self.macs += float(out.numel() * _fan_in(module))
             return
         fanout = self.fanout(module, values.shape[2:], values)
-        active_steps = (values != 0).sum(dim=(0, 1)).to(values.dtype)  # over steps and images
+        active_steps = _count_steps(values != 0).sum(0, dtype=values.dtype)  # summed over images
         self.synops += float((active_steps * fanout).sum())
 
     def fanout(self, module: nn.Module, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .config import RnlConfig, Stage1Config
+from .models import set_levels
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -222,8 +223,6 @@ def finetune_levels(
     weight decay and schedule type (:func:`train_model`). ``epochs = 0`` only sets the levels.
     Modifies ``model`` in place and leaves it in eval mode.
     """
-    from .models import set_levels
-
     if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
         raise ValueError(f"finetune epochs must be an integer >= 0, got {epochs!r}")
     if not (lr > 0) or not math.isfinite(lr):
