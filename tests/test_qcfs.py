@@ -257,7 +257,8 @@ def test_digits_trial_snn_equals_ann(tmp_path):
     assert result.equiv_max_abs_err <= 1e-9 and result.extra_metrics["equiv_mismatches"] == 0
     assert [m["epoch"] for s, m in progress if s == "finetune"] == [1, 2]
     assert all("val_acc" in m for s, m in progress if s == "finetune")
-    assert result.levels == [4, 16, 1, 2] and result.acc_curve == []
+    assert result.levels == [4, 16, 1, 2] and len(result.acc_curve) == config.qcfs.t_max  # the plain IF curve
+    assert result.extra_metrics["if_snn_acc"] == result.acc_curve[-1] and result.extra_metrics["if_t_eff"] >= 1
     assert [row["name"] for row in result.layers] == ["features.2", "features.5", "features.9", "classifier.2"]
     assert [row["levels"] for row in result.layers] == [4, 16, 1, 2]
     for row in result.layers:
