@@ -470,8 +470,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     search_alg, scheduler, _, _ = _search_and_scheduler(spec, total)
     # Ray's classic status table every 30 s (its newer console output prints a box per trial start and end)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # MLflow is the record: skip Tune's own CSV / JSON / TensorBoard result files
+    # Tune's JSON and CSV result files, but not its TensorBoard logger (which warns at every NaN,
+    # and intermediate reports carry NaN for the metrics only known at the end)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     reporter = tune.CLIReporter(
         metric_columns={"snn_acc": "snn_acc", "omega": "omega", "t_eff": "t_eff", "training_iteration": "iter"},
         parameter_columns={"method": "method"}, max_report_frequency=30, max_progress_rows=10,
@@ -496,7 +498,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
                 run_config=tune.RunConfig(
                     name=run_name, storage_path=str(storage), verbose=options.verbose,
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                    callbacks=[_trial_lines(total)], progress_reporter=reporter,
+                    callbacks=[_trial_lines(total), JsonLoggerCallback(), CSVLoggerCallback()],
+                    progress_reporter=reporter,
                 ),
             )
         tuner.fit()
@@ -554,7 +557,8 @@ def print_summary(outcome: SweepOutcome) -> None:
                            "t_eff", "pareto_omega", "pareto_t_eff") if c in table.columns]
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print()
-        print(table.sort_values(["status", "snn_acc"], ascending=[True, False])[columns].to_string(index=False))
+        ordered = table.sort_values(["status", "snn_acc"], ascending=[True, False])[columns]
+        print(ordered.to_string(index=False, na_rep="-"))
     finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
     print(f"\n{finished} of {len(table)} trials finished; Pareto fronts: {outcome.report_dir}")
     uri = outcome.tracking_uri
