@@ -10,9 +10,9 @@ times each (inference mode):
 * ``ann_rnl``: T forwards of that ANN (the model being converted): the baseline;
 * ``ann_relu``: T forwards of the same network with ReLU activations;
 * ``snn``: ``simulate(to_if(model), ..., t_max=T)`` with the defaults (BN folded into the conv,
-  first conv computed once per batch, spike counting on);
-* ``snn_no_cache``: without the cached first layer; ``snn_no_fold``: without BN folding;
-  ``snn_plain``: without both (every layer at every step, like the ANN).
+  spike counting on, every layer computed at every step);
+* ``snn_cached``: also the first conv computed once per batch (``static_input=True``);
+* ``snn_no_fold``: without BN folding (every layer exactly as in the ANN).
 
 Ratios are the median over repeats of (variant time / ann_rnl time of the same repeat).
 
@@ -22,7 +22,7 @@ follows the live tensors: before each measured call the peak-RSS mark is reset
 (``/proc/self/clear_refs``), and the peak (``VmHWM``) after it is compared with the resident set
 before it. ``working`` = peak minus resident before (the call's own memory: activations,
 membranes, scratch), ``total`` = the process's peak (includes torch itself and the weights).
-Measured for one forward of each ANN and one T-step simulation of ``snn`` and ``snn_no_cache``;
+Measured for one forward of each ANN and one T-step simulation of ``snn`` and ``snn_cached``;
 ``membranes`` is the size of all IF membranes together, which any exact simulation must hold.
 On CUDA the same is done with ``torch.cuda`` peak-allocation counters.
 
@@ -129,9 +129,8 @@ def variants(rnl: nn.Module, relu: nn.Module, images: torch.Tensor, labels: torc
         "ann_rnl": ann(rnl),
         "ann_relu": ann(relu),
         "snn": snn(),
-        "snn_no_cache": snn(static_input=False),
+        "snn_cached": snn(static_input=True),
         "snn_no_fold": snn(fold_bn=False),
-        "snn_plain": snn(fold_bn=False, static_input=False),
     }
 
 
@@ -189,7 +188,7 @@ def memory_probe(batch: int, steps: int, device: torch.device) -> dict[str, dict
     plus the size of all membranes together (the state any exact IF simulation must keep)."""
     rnl, images, labels = build_rnl(batch, device)
     relu = relu_twin(rnl)
-    snn, snn_no_cache = to_if(rnl), to_if(rnl, static_input=False)
+    snn, snn_cached = to_if(rnl), to_if(rnl, static_input=True)
 
     def forward(model: nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -201,7 +200,7 @@ def memory_probe(batch: int, steps: int, device: torch.device) -> dict[str, dict
         return lambda: simulate(model, [(images, labels)], steps)
 
     calls = {"ann_forward": forward(rnl), "ann_relu_forward": forward(relu), "snn_simulation": simulation(snn),
-             "snn_no_cache_simulation": simulation(snn_no_cache)}
+             "snn_cached_simulation": simulation(snn_cached)}
     for call in calls.values():  # warm-up: one-time allocations are not the call's memory
         call()
     report = {name: _measure_peak(call, device) for name, call in calls.items()}
@@ -255,7 +254,7 @@ def print_report(facts: dict[str, str], config: dict, table: dict, memory: dict 
         print()
         print(f"{'peak memory MiB':<26} {'working':>9} {'total':>9} {'working / ann':>14} {'total / ann':>12}")
         ann = memory["ann_forward"]
-        for name in ("ann_forward", "ann_relu_forward", "snn_simulation", "snn_no_cache_simulation"):
+        for name in ("ann_forward", "ann_relu_forward", "snn_simulation", "snn_cached_simulation"):
             row = memory[name]
             print(f"{name:<26} {row['working_mib']:9.1f} {row['total_mib']:9.1f} "
                   f"{row['working_mib'] / ann['working_mib']:14.2f} {row['total_mib'] / ann['total_mib']:12.2f}")
