@@ -302,6 +302,17 @@ def test_run_trial_rnl_on_digits(digits_stage1, digits_config):
     assert metrics["ann_macs"] > 0 and math.isfinite(metrics["energy_at_t_eff_mj"])
 
 
+def test_stage2_is_the_same_after_a_cache_miss_and_a_hit(tmp_path):
+    config = apply_overrides(TrialConfig(), {
+        "device": "cpu", "cache_dir": str(tmp_path), "stage1.epochs": 2, "stage1.lr": 0.05,
+        "rnl.lam": 1.0, "rnl.lr": 0.05, "rnl.inspect_interval": 4, "rnl.t_max": 8,
+    })
+    miss, hit = run_trial(config), run_trial(config)
+    assert not miss.stage1_cache_hit and hit.stage1_cache_hit
+    assert miss.tables["candidates"] == hit.tables["candidates"]
+    assert miss.acc_curve == hit.acc_curve and miss.omega == hit.omega
+
+
 def test_run_trial_refuses_unimplemented_method(digits_config, monkeypatch):
     monkeypatch.delitem(METHOD_RUNNERS, "rnl")
     with pytest.raises(ConfigError, match="'rnl'"):

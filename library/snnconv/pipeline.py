@@ -238,7 +238,10 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     start = time.perf_counter()
     rnl = config.rnl
     first = stage1(config, on_epoch=_stage1_progress(on_progress))
-    data, device = first.data, first.device
+    device = first.device
+    # training advanced the shuffling generator of the train loader: a cache miss gets fresh loaders
+    # so that stage 2 sees the same batches whether stage 1 was trained or loaded
+    data = first.data if first.cache_hit else load_data(config.data, device)
     seed_everything(config.seed)
     model = copy.deepcopy(first.model)
     ril = train_ril(model, data.train, data.val, rnl, device,
