@@ -16,6 +16,13 @@ times each (inference mode):
 
 Ratios are the median over repeats of (variant time / ann_rnl time of the same repeat).
 
+The timings are taken twice, each in a child process: with glibc malloc's defaults, and with its
+trimming off (``MALLOC_TRIM_THRESHOLD_`` 1 GiB, ``MALLOC_MMAP_THRESHOLD_`` 32 MiB). With the
+defaults, glibc returns freed heap memory to the OS and the next tensor of that size page-faults
+again; how often this happens depends on the order of allocations, and it moves either side's time
+by up to ~10 % (the minor page faults per call are reported). With trimming off, neither side faults
+and the ratio shows the compute alone.
+
 Peak memory is measured in a child process with glibc's mmap threshold pinned at 64 KiB
 (``MALLOC_MMAP_THRESHOLD_``), so tensor memory goes back to the OS when freed and the resident set
 follows the live tensors: before each measured call the peak-RSS mark is reset
@@ -36,6 +43,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -139,19 +147,25 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_variants(calls: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds per call of each variant, interleaved (one warm-up round first)."""
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_variants(calls: dict[str, Callable[[], object]], repeats: int,
+                  device: torch.device) -> dict[str, dict[str, list[float]]]:
+    """Seconds and minor page faults per call of each variant, interleaved (one warm-up round first)."""
     for call in calls.values():
         call()
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    measured = {name: {"seconds": [], "page_faults": []} for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
             synchronise(device)
-            start = time.perf_counter()
+            faults, start = _minor_faults(), time.perf_counter()
             call()
             synchronise(device)
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+            measured[name]["seconds"].append(time.perf_counter() - start)
+            measured[name]["page_faults"].append(_minor_faults() - faults)
+    return measured
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,46 +223,70 @@ def memory_probe(batch: int, steps: int, device: torch.device) -> dict[str, dict
     return report
 
 
-def measure_memory(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
-    """Run :func:`memory_probe` in a child process (CPU: with the mmap threshold pinned)."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    command = [sys.executable, "-m", "bench.bench_if", "--memory-probe", "--batch", str(args.batch),
-               "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+def _child(args: argparse.Namespace, probe: str, env: dict[str, str]) -> dict | None:
+    """Run this benchmark with ``probe`` (a hidden flag) in a child process; its last line is JSON."""
+    command = [sys.executable, "-m", "bench.bench_if", probe, "--batch", str(args.batch), "--steps", str(args.steps),
+               "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
+    result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **env), capture_output=True, text=True)
     if result.returncode != 0:
-        print(f"memory probe failed: {result.stderr.strip()[-500:]}", file=sys.stderr)
+        print(f"{probe} failed: {result.stderr.strip()[-500:]}", file=sys.stderr)
         return None
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+#: glibc malloc settings of each timing run: defaults, and trimming off (no page-fault churn)
+ALLOCATORS = {
+    "default_malloc": {},
+    "no_trim_malloc": {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_MMAP_THRESHOLD_": str(2**25)},
+}
+
+
+def measure_memory(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
+    """Run :func:`memory_probe` in a child process with the mmap threshold pinned at 64 KiB."""
+    return _child(args, "--memory-probe", {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"})
+
+
+def timing_probe(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, list[float]]]:
+    """In this process: seconds and minor page faults per call of every variant."""
+    rnl, images, labels = build_rnl(args.batch, device)
+    return time_variants(variants(rnl, relu_twin(rnl), images, labels, args.steps), args.repeats, device)
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 
 
-def summarise(seconds: dict[str, list[float]], steps: int) -> dict[str, dict[str, float]]:
-    """Median seconds, per-step milliseconds and median ratio to ann_rnl of the same repeat."""
-    base = seconds["ann_rnl"]
+def summarise(measured: dict[str, dict[str, list[float]]], steps: int) -> dict[str, dict[str, float]]:
+    """Median seconds, per-step milliseconds, median ratio to ann_rnl of the same repeat, faults."""
+    base = measured["ann_rnl"]["seconds"]
     table = {}
-    for name, values in seconds.items():
-        ratios = [value / reference for value, reference in zip(values, base)]
+    for name, values in measured.items():
+        seconds = values["seconds"]
+        ratios = [value / reference for value, reference in zip(seconds, base)]
         table[name] = {
-            "seconds": values, "median_s": statistics.median(values), "min_s": min(values),
-            "ms_per_step": 1000 * statistics.median(values) / steps,
-            "ratio_to_ann_rnl": statistics.median(ratios), "ratio_of_minima": min(values) / min(base),
+            "seconds": seconds, "median_s": statistics.median(seconds), "min_s": min(seconds),
+            "ms_per_step": 1000 * statistics.median(seconds) / steps,
+            "ratio_to_ann_rnl": statistics.median(ratios), "ratio_of_minima": min(seconds) / min(base),
+            "page_faults_per_call": statistics.median(values["page_faults"]),
         }
     return table
 
 
-def print_report(facts: dict[str, str], config: dict, table: dict, memory: dict | None) -> None:
+def print_report(facts: dict[str, str], config: dict, timings: dict[str, dict | None], memory: dict | None) -> None:
     for key, value in facts.items():
         print(f"{key:>14}: {value}")
     print(f"{'config':>14}: VGG16 (CIFAR shape), batch {config['batch']}, T = {config['steps']}, "
           f"{config['repeats']} interleaved repeats, device {config['device']}")
-    print()
-    print(f"{'variant':<14} {'median s':>9} {'min s':>8} {'ms/step':>8} {'ratio':>7} {'ratio of minima':>16}")
-    for name, row in table.items():
-        print(f"{name:<14} {row['median_s']:9.3f} {row['min_s']:8.3f} {row['ms_per_step']:8.2f} "
-              f"{row['ratio_to_ann_rnl']:7.3f} {row['ratio_of_minima']:16.3f}")
+    for allocator, table in timings.items():
+        print(f"\n{allocator}:")
+        if table is None:
+            print("  (failed)")
+            continue
+        print(f"{'variant':<14} {'median s':>9} {'min s':>8} {'ms/step':>8} {'ratio':>7} {'ratio of minima':>16} "
+              f"{'page faults':>12}")
+        for name, row in table.items():
+            print(f"{name:<14} {row['median_s']:9.3f} {row['min_s']:8.3f} {row['ms_per_step']:8.2f} "
+                  f"{row['ratio_to_ann_rnl']:7.3f} {row['ratio_of_minima']:16.3f} {row['page_faults_per_call']:12.0f}")
     print(f"(ratio = SNN or ANN time / {config['steps']} forwards of the RNL ANN; target for snn <= {TIME_TARGET})")
     if memory:
         print()
@@ -272,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="JSON path (default bench/results/bench_if[_quick].json)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timing-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or (2 if args.quick else 32)
     args.steps = args.steps or (4 if args.quick else 32)
@@ -281,18 +320,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(args.batch, args.steps, device)))
         return 0
+    if args.timing_probe:
+        print(json.dumps(timing_probe(args, device)))
+        return 0
 
     facts = header()
     config = {"model": "vgg16", "image": [3, 32, 32], "batch": args.batch, "steps": args.steps,
               "repeats": args.repeats, "threads": args.threads, "device": str(device), "quick": args.quick}
-    rnl, images, labels = build_rnl(args.batch, device)
-    seconds = time_variants(variants(rnl, relu_twin(rnl), images, labels, args.steps), args.repeats, device)
-    table = summarise(seconds, args.steps)
+    timings = {}
+    for allocator, env in ALLOCATORS.items():
+        measured = _child(args, "--timing-probe", env)
+        timings[allocator] = measured and summarise(measured, args.steps)
     memory = measure_memory(args)
-    print_report(facts, config, table, memory)
+    print_report(facts, config, timings, memory)
+    default, no_trim = timings["default_malloc"], timings["no_trim_malloc"]
     result = {
-        "header": facts, "config": config, "timings": table,
-        "time_ratio": table["snn"]["ratio_to_ann_rnl"], "time_target": TIME_TARGET,
+        "header": facts, "config": config, "allocators": ALLOCATORS, "timings": default,
+        "timings_no_trim_malloc": no_trim,
+        "time_ratio": default and default["snn"]["ratio_to_ann_rnl"],
+        "time_ratio_no_trim_malloc": no_trim and no_trim["snn"]["ratio_to_ann_rnl"], "time_target": TIME_TARGET,
         "memory": memory, "memory_target": MEMORY_TARGET,
         "memory_ratio_working": memory and memory["snn_simulation"]["working_mib"] / memory["ann_forward"]["working_mib"],
         "memory_ratio_total": memory and memory["snn_simulation"]["total_mib"] / memory["ann_forward"]["total_mib"],
