@@ -16,12 +16,16 @@ times each (inference mode):
 
 Ratios are the median over repeats of (variant time / ann_rnl time of the same repeat).
 
-The timings are taken twice, each in a child process: with glibc malloc's defaults, and with its
-trimming off (``MALLOC_TRIM_THRESHOLD_`` 1 GiB, ``MALLOC_MMAP_THRESHOLD_`` 32 MiB). With the
-defaults, glibc returns freed heap memory to the OS and the next tensor of that size page-faults
-again; how often this happens depends on the order of allocations, and it moves either side's time
-by up to ~10 % (the minor page faults per call are reported). With trimming off, neither side faults
-and the ratio shows the compute alone.
+The timings are taken twice, in child processes:
+
+* ``no_trim_malloc``: all variants interleaved in one process with glibc malloc's trimming off
+  (``MALLOC_TRIM_THRESHOLD_`` 1 GiB, ``MALLOC_MMAP_THRESHOLD_`` 32 MiB): no variant page-faults,
+  so the ratios compare the compute alone. This is the headline figure.
+* ``default_malloc``: glibc's defaults, each variant alone in its own process (as a user runs
+  one of them). With the defaults glibc returns freed heap memory to the OS and the next tensor of
+  that size page-faults again; how often depends on the order of allocations (and, in one process,
+  on what ran before), and it can move a variant's time by 10 % or more. The minor page faults per
+  call are reported. Variants run one after another here, not interleaved.
 
 Peak memory is measured in a child process with glibc's mmap threshold pinned at 64 KiB
 (``MALLOC_MMAP_THRESHOLD_``), so tensor memory goes back to the OS when freed and the resident set
@@ -223,10 +227,10 @@ def memory_probe(batch: int, steps: int, device: torch.device) -> dict[str, dict
     return report
 
 
-def _child(args: argparse.Namespace, probe: str, env: dict[str, str]) -> dict | None:
+def _child(args: argparse.Namespace, probe: str, env: dict[str, str], extra: tuple[str, ...] = ()) -> dict | None:
     """Run this benchmark with ``probe`` (a hidden flag) in a child process; its last line is JSON."""
     command = [sys.executable, "-m", "bench.bench_if", probe, "--batch", str(args.batch), "--steps", str(args.steps),
-               "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
+               "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device, *extra]
     result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **env), capture_output=True, text=True)
     if result.returncode != 0:
         print(f"{probe} failed: {result.stderr.strip()[-500:]}", file=sys.stderr)
@@ -234,11 +238,12 @@ def _child(args: argparse.Namespace, probe: str, env: dict[str, str]) -> dict | 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-#: glibc malloc settings of each timing run: defaults, and trimming off (no page-fault churn)
+#: glibc malloc settings of the timing runs: trimming off (no page-fault churn), and the defaults
 ALLOCATORS = {
-    "default_malloc": {},
     "no_trim_malloc": {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_MMAP_THRESHOLD_": str(2**25)},
+    "default_malloc": {},
 }
+VARIANTS = ("ann_rnl", "ann_relu", "snn", "snn_cached", "snn_no_fold")
 
 
 def measure_memory(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
@@ -247,9 +252,26 @@ def measure_memory(args: argparse.Namespace) -> dict[str, dict[str, float]] | No
 
 
 def timing_probe(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, list[float]]]:
-    """In this process: seconds and minor page faults per call of every variant."""
+    """In this process: seconds and minor page faults per call of every variant (or of ``args.variant``)."""
     rnl, images, labels = build_rnl(args.batch, device)
-    return time_variants(variants(rnl, relu_twin(rnl), images, labels, args.steps), args.repeats, device)
+    calls = variants(rnl, relu_twin(rnl), images, labels, args.steps)
+    if args.variant:
+        calls = {args.variant: calls[args.variant]}
+    return time_variants(calls, args.repeats, device)
+
+
+def measure_timings(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]] | None]:
+    """Both timing runs (see the module docstring), summarised."""
+    no_trim = _child(args, "--timing-probe", ALLOCATORS["no_trim_malloc"])
+    default: dict | None = {}
+    for name in VARIANTS:
+        measured = _child(args, "--timing-probe", ALLOCATORS["default_malloc"], ("--variant", name))
+        if measured is None:
+            default = None
+            break
+        default.update(measured)
+    return {"no_trim_malloc": no_trim and summarise(no_trim, args.steps),
+            "default_malloc": default and summarise(default, args.steps)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON path (default bench/results/bench_if[_quick].json)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--timing-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or (2 if args.quick else 32)
     args.steps = args.steps or (4 if args.quick else 32)
@@ -327,18 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     facts = header()
     config = {"model": "vgg16", "image": [3, 32, 32], "batch": args.batch, "steps": args.steps,
               "repeats": args.repeats, "threads": args.threads, "device": str(device), "quick": args.quick}
-    timings = {}
-    for allocator, env in ALLOCATORS.items():
-        measured = _child(args, "--timing-probe", env)
-        timings[allocator] = measured and summarise(measured, args.steps)
+    timings = measure_timings(args)
     memory = measure_memory(args)
     print_report(facts, config, timings, memory)
-    default, no_trim = timings["default_malloc"], timings["no_trim_malloc"]
+    no_trim, default = timings["no_trim_malloc"], timings["default_malloc"]
     result = {
-        "header": facts, "config": config, "allocators": ALLOCATORS, "timings": default,
-        "timings_no_trim_malloc": no_trim,
-        "time_ratio": default and default["snn"]["ratio_to_ann_rnl"],
-        "time_ratio_no_trim_malloc": no_trim and no_trim["snn"]["ratio_to_ann_rnl"], "time_target": TIME_TARGET,
+        "header": facts, "config": config, "allocators": ALLOCATORS, "timings": no_trim,
+        "timings_default_malloc": default,
+        "time_ratio": no_trim and no_trim["snn"]["ratio_to_ann_rnl"],
+        "time_ratio_default_malloc": default and default["snn"]["ratio_to_ann_rnl"], "time_target": TIME_TARGET,
         "memory": memory, "memory_target": MEMORY_TARGET,
         "memory_ratio_working": memory and memory["snn_simulation"]["working_mib"] / memory["ann_forward"]["working_mib"],
         "memory_ratio_total": memory and memory["snn_simulation"]["total_mib"] / memory["ann_forward"]["total_mib"],

@@ -20,13 +20,13 @@ def test_bench_if_quick_writes_its_json(tmp_path):
     assert set(result["header"]) == {"machine", "torch threads", "versions", "date"}
     assert result["config"]["quick"] is True and result["config"]["steps"] == 4
     assert set(result["timings"]) == {"ann_rnl", "ann_relu", "snn", "snn_cached", "snn_no_fold"}
-    for key in ("timings", "timings_no_trim_malloc"):
+    for key in ("timings", "timings_default_malloc"):
         assert set(result[key]) == set(result["timings"])
         for row in result[key].values():
             assert len(row["seconds"]) == 1 and row["median_s"] > 0 and row["ratio_to_ann_rnl"] > 0
             assert row["page_faults_per_call"] >= 0
     assert result["time_ratio"] == result["timings"]["snn"]["ratio_to_ann_rnl"]
-    assert result["time_ratio_no_trim_malloc"] == result["timings_no_trim_malloc"]["snn"]["ratio_to_ann_rnl"]
+    assert result["time_ratio_default_malloc"] == result["timings_default_malloc"]["snn"]["ratio_to_ann_rnl"]
     assert result["time_target"] == 1.05 and result["memory_target"] == 2.0
     memory = result["memory"]
     assert memory is not None, "the memory probe failed"
