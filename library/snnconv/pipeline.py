@@ -26,10 +26,13 @@ from torch import nn
 
 from .cache import Stage1Cache, stable_hash
 from .config import ConfigError, TrialConfig, validate
+from .convert import to_if
 from .data import DataBundle, load_data
 from .layers import ActivationFactory, RateNorm, activation_factory
-from .models import build_model
-from .train import EpochCallback, evaluate, resolve_device, seed_everything, train_model
+from .metrics import ann_macs, energy_mj, model_omega
+from .models import activation_layers, build_model
+from .simulate import SimulationResult, first_step_within, simulate
+from .train import EpochCallback, EpochStats, evaluate, resolve_device, seed_everything, train_model, train_ril
 
 #: ``on_progress(stage, metrics)``: stage is e.g. "stage1", "stage2", "finetune", "simulate"
 ProgressCallback = Callable[[str, Mapping[str, float]], None]
@@ -205,17 +208,16 @@ def _ignore_progress(stage: str, metrics: Mapping[str, float]) -> None:
 
 
 def _stage1_progress(on_progress: ProgressCallback) -> EpochCallback:
-    def on_epoch(stats) -> None:
+    def on_epoch(stats: EpochStats) -> None:
         on_progress("stage1", {"epoch": stats.epoch, "train_loss": stats.train_loss,
                                "train_acc": stats.train_acc, "val_acc": stats.val_acc, "lr": stats.lr})
     return on_epoch
 
 
-def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) -> list[dict[str, Any]]:
+def rnl_layer_table(model: nn.Module, omega: Mapping[str, float],
+                    simulation: SimulationResult) -> list[dict[str, Any]]:
     """One row per Rate Norm layer of the final RNL model: name, fan_in, running_max, raw scale,
     p, threshold (the IF threshold), omega (test set), firing_rate, spikes per image, fan_out."""
-    from .models import activation_layers
-
     rows = []
     for layer in activation_layers(model):
         module = layer.module
@@ -230,11 +232,6 @@ def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) ->
 
 def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     """RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation -> metrics."""
-    from .convert import to_if
-    from .metrics import ann_macs, energy_mj, model_omega
-    from .simulate import first_step_within, simulate
-    from .train import train_ril
-
     start = time.perf_counter()
     rnl = config.rnl
     first = stage1(config, on_epoch=_stage1_progress(on_progress))
