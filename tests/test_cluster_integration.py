@@ -7,7 +7,6 @@ in `finally`, also when an assertion fails.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

@@ -176,7 +176,6 @@ def test_epoch_callback_and_step_schedule():
 
 def test_cache_hit_returns_identical_weights_without_training(digits_config):
     first = stage1(apply_overrides(digits_config, {"stage1.epochs": 2}))
-    start = time.perf_counter()
     second = stage1(apply_overrides(digits_config, {"stage1.epochs": 2}))
     assert not first.cache_hit and second.cache_hit
     for name, tensor in first.model.state_dict().items():

@@ -12,8 +12,7 @@ from torch import nn
 from snnconv.config import ConfigError, TrialConfig, apply_overrides
 from snnconv.layers import (RateNorm, activation_factory, lock_running_max, rate_norm_layers, scale_parameters,
                             set_scale, share_scale)
-from snnconv.metrics import (OmegaRecorder, aggregate_omega, layer_omega, model_omega, omega_tensor, output_omega,
-                             output_omega_tensor)
+from snnconv.metrics import OmegaRecorder, aggregate_omega, layer_omega, model_omega, omega_tensor, output_omega
 from snnconv.models import build_model
 from snnconv.pipeline import METHOD_RUNNERS, run_trial, stage1
 from snnconv.train import ril_loss, train_ril
@@ -301,6 +300,17 @@ def test_run_trial_rnl_on_digits(digits_stage1, digits_config):
     metrics = result.metrics()
     assert all(isinstance(value, float) for value in metrics.values())
     assert metrics["ann_macs"] > 0 and math.isfinite(metrics["energy_at_t_eff_mj"])
+
+
+def test_stage2_is_the_same_after_a_cache_miss_and_a_hit(tmp_path):
+    config = apply_overrides(TrialConfig(), {
+        "device": "cpu", "cache_dir": str(tmp_path), "stage1.epochs": 2, "stage1.lr": 0.05,
+        "rnl.lam": 1.0, "rnl.lr": 0.05, "rnl.inspect_interval": 4, "rnl.t_max": 8,
+    })
+    miss, hit = run_trial(config), run_trial(config)
+    assert not miss.stage1_cache_hit and hit.stage1_cache_hit
+    assert miss.tables["candidates"] == hit.tables["candidates"]
+    assert miss.acc_curve == hit.acc_curve and miss.omega == hit.omega
 
 
 def test_run_trial_refuses_unimplemented_method(digits_config, monkeypatch):

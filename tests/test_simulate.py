@@ -121,7 +121,7 @@ def test_qcfs_first_layer_network_equals_qcfs_ann_at_t_equal_l():
     model[1].running_var.uniform_(0.5, 2.0)
     model.eval()
     x = torch.randn(4, 3, 6, 6, dtype=torch.float64)
-    snn = to_if(model, v_init="half", fold_bn=False)
+    snn = to_if(model, v_init="half", fold_bn=False, static_input=True)
     assert isinstance(snn[0], StaticInput)
     time_mean = torch.stack(run_steps(snn, x, 4)).sum(0) / 4
     torch.testing.assert_close(time_mean, model(x).detach(), rtol=0, atol=1e-12)
@@ -141,8 +141,9 @@ def test_to_if_maps_every_activation_and_leaves_the_model_alone():
         assert neuron.threshold == pytest.approx(rate_norm.threshold().item())
     assert not any(isinstance(m, IFNeuron) for m in model.modules())
     assert all(not p.requires_grad for p in snn.parameters()) and not snn.training
-    assert isinstance(snn.features[0], StaticInput)
     assert isinstance(snn.features[1], nn.Identity)  # BN folded into the first conv
+    assert not any(isinstance(m, StaticInput) for m in snn.modules())
+    assert isinstance(to_if(model, static_input=True).features[0], StaticInput)
 
 
 def test_to_if_half_initial_membrane():
@@ -231,7 +232,7 @@ def rnl_batches():
 
 def test_acc_curve_matches_a_naive_loop_and_prefixes(rnl_batches):
     model, loader = rnl_batches
-    snn = to_if(model)
+    snn = to_if(model, static_input=True)
     result = simulate(snn, loader, 12)
     assert len(result.acc_curve) == 12 and result.num_images == 40
     assert result.acc_curve == pytest.approx(naive_acc_curve(to_if(model, fold_bn=False, static_input=False),
@@ -244,7 +245,7 @@ def test_acc_curve_matches_a_naive_loop_and_prefixes(rnl_batches):
 
 def test_speed_options_do_not_change_the_result(rnl_batches):
     model, loader = rnl_batches
-    fast = simulate(to_if(model), loader, 16)
+    fast = simulate(to_if(model, static_input=True), loader, 16)
     plain = simulate(to_if(model, fold_bn=False, static_input=False), loader, 16)
     assert max(abs(a - b) for a, b in zip(fast.acc_curve, plain.acc_curve)) <= 100 / 40 + 1e-9
     for name, count in plain.spike_counts.items():
@@ -349,6 +350,8 @@ def test_neurons_reuse_only_inputs_nothing_else_reads():
         neuron.owns_input = False
     for a, b in zip(run_steps(snn, x, 6), run_steps(safe, x, 6)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    vgg = to_if(build_model("vgg11", activation_factory("rnl"), num_classes=10, in_channels=3, image_size=32))
-    owners = [name for name, neuron in if_neurons(vgg) if neuron.owns_input]
-    assert owners == [name for name, _ in if_neurons(vgg)][1:]  # all but the one fed by the cached first layer
+    vgg = build_model("vgg11", activation_factory("rnl"), num_classes=10, in_channels=3, image_size=32)
+    assert all(neuron.owns_input for _, neuron in if_neurons(to_if(vgg)))
+    owners = [name for name, neuron in if_neurons(to_if(vgg, static_input=True)) if neuron.owns_input]
+    names = [name for name, _ in if_neurons(to_if(vgg))]
+    assert owners == names[1:]  # all but the one fed by the cached first layer

@@ -7,15 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from snnconv import tracking
 from snnconv.config import ConfigError
-from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep, validate_spec
+from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,19 +17,17 @@ import torch
 from torch import fx, nn
 
 from .layers import QCFS, RateNorm
+from .neurons import IFNeuron, StaticInput
 
-
-def _leaf_types() -> tuple[type, ...]:
-    from .neurons import IFNeuron, StaticInput  # local: neurons imports nothing from here
-
-    return (RateNorm, QCFS, IFNeuron, StaticInput)
+#: modules tracing treats as opaque: activations and neurons
+_LEAVES = (RateNorm, QCFS, IFNeuron, StaticInput)
 
 
 class _LeafTracer(fx.Tracer):
     """torch.nn modules, activations and neurons are leaves; everything else is traced through."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, _leaf_types()) or super().is_leaf_module(module, qualified_name)
+        return isinstance(module, _LEAVES) or super().is_leaf_module(module, qualified_name)
 
 
 def trace(model: nn.Module) -> fx.Graph | None:
@@ -109,7 +107,7 @@ def downstream_weight_layers(model: nn.Module, graph: fx.Graph, name: str) -> li
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             found.append(Synapses(node.target, spread))
             continue
-        if isinstance(module, _leaf_types()) or node.op == "output":
+        if isinstance(module, _LEAVES) or node.op == "output":
             continue
         spread_here = spread * _pool_spread(module) if module is not None else spread
         stack.extend((user, spread_here) for user in node.users)

@@ -6,7 +6,7 @@ Formulas follow ``shared/reference/algorithms.md``; each function's docstring na
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -241,21 +241,6 @@ def synaptic_operations(spikes_per_image: Mapping[str, float], fan_out: Mapping[
         raise KeyError(f"no fan-out known for spiking layers {missing}")
     return float(sum(count * fan_out[name] for name, count in spikes_per_image.items()))
 
-
-@dataclass
-class SpikeStats:
-    """Per-layer spike statistics of a simulation (per image, over ``t_max`` steps)."""
-
-    spikes_per_image: dict[str, float]
-    neurons: dict[str, int]
-    t_max: int
-    firing_rates: dict[str, float] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.firing_rates = {
-            name: count / (self.neurons[name] * self.t_max) if self.neurons[name] else math.nan
-            for name, count in self.spikes_per_image.items()
-        }
 
 
 # ---------------------------------------------------------------------------------------------

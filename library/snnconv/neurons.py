@@ -38,8 +38,8 @@ class IFNeuron(nn.Module):
     ``threshold`` and ``amplitude`` are Python floats (fixed after conversion; no host syncs in the
     loop). With ``record`` the number of spikes of every step is kept on the device as a 0-d
     tensor in :attr:`step_spikes` (read and cleared by the simulator). ``owns_input`` (set by the
-    converter when nothing else reads the input current) lets the neuron reuse the input's memory
-    for its membrane (first step) and its spikes (later steps) instead of allocating.
+    converter when nothing else reads the input current) lets the neuron write its spikes into the
+    input's memory from the second step on instead of allocating.
     """
 
     def __init__(self, threshold: float, amplitude: float = 1.0, v_init: float = 0.0,
@@ -57,7 +57,11 @@ class IFNeuron(nn.Module):
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         if self.membrane is None:
-            membrane = self._first_membrane(current)
+            # the first step allocates membrane and spikes apart from the input, so that the heap
+            # is left with free blocks of the per-step sizes next to the long-lived membranes;
+            # writing into the input here instead made glibc trim and re-fault the heap at every
+            # later step (VGG16, batch 32, 2 threads: ~9600 page faults per step, 10 % slower)
+            membrane = current + self.v_init if self.v_init else current.clone()
             spikes = torch.empty_like(membrane)
         else:
             membrane = self.membrane.add_(current)
@@ -73,12 +77,6 @@ class IFNeuron(nn.Module):
         if self.amplitude != 1.0:
             spikes.mul_(self.amplitude)
         return spikes
-
-    def _first_membrane(self, current: torch.Tensor) -> torch.Tensor:
-        """v_init + I(1), in the input's memory when the neuron owns it, else in a new tensor."""
-        if self.owns_input:
-            return current.add_(self.v_init) if self.v_init else current
-        return current + self.v_init if self.v_init else current.clone()
 
     def reset_state(self) -> None:
         """Forget the membrane and the recorded spike counts (call before each new batch)."""

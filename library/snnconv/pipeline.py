@@ -26,16 +26,16 @@ from torch import nn
 
 from .cache import Stage1Cache, stable_hash
 from .config import ConfigError, TrialConfig, validate
+from .convert import to_if
 from .data import DataBundle, load_data
 from .layers import ActivationFactory, RateNorm, activation_factory
 from .levels import levels_from_al, profile_levels
-from .metrics import al_per_layer, energy_mj, qcfs_omega, t_eff_table
+from .metrics import al_per_layer, ann_macs, energy_mj, model_omega, qcfs_omega, t_eff_table
 from .models import activation_layers, build_model
-from .convert import to_if
 from .pascal import evaluate_pascal
-from .simulate import first_step_within, simulate
+from .simulate import SimulationResult, first_step_within, simulate
 from .train import (EpochCallback, EpochStats, batches, evaluate, finetune_levels, resolve_device, seed_everything,
-                    train_model)
+                    train_model, train_ril)
 
 #: ``on_progress(stage, metrics)``: stage is e.g. "stage1", "stage2", "finetune", "simulate"
 ProgressCallback = Callable[[str, Mapping[str, float]], None]
@@ -212,17 +212,16 @@ def _ignore_progress(stage: str, metrics: Mapping[str, float]) -> None:
 
 
 def _stage1_progress(on_progress: ProgressCallback) -> EpochCallback:
-    def on_epoch(stats) -> None:
+    def on_epoch(stats: EpochStats) -> None:
         on_progress("stage1", {"epoch": stats.epoch, "train_loss": stats.train_loss,
                                "train_acc": stats.train_acc, "val_acc": stats.val_acc, "lr": stats.lr})
     return on_epoch
 
 
-def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) -> list[dict[str, Any]]:
+def rnl_layer_table(model: nn.Module, omega: Mapping[str, float],
+                    simulation: SimulationResult) -> list[dict[str, Any]]:
     """One row per Rate Norm layer of the final RNL model: name, fan_in, running_max, raw scale,
     p, threshold (the IF threshold), omega (test set), firing_rate, spikes per image, fan_out."""
-    from .models import activation_layers
-
     rows = []
     for layer in activation_layers(model):
         module = layer.module
@@ -237,13 +236,13 @@ def rnl_layer_table(model: nn.Module, omega: Mapping[str, float], simulation) ->
 
 def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     """RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation -> metrics."""
-    from .metrics import ann_macs, model_omega
-    from .train import train_ril
-
     start = time.perf_counter()
     rnl = config.rnl
     first = stage1(config, on_epoch=_stage1_progress(on_progress))
-    data, device = first.data, first.device
+    device = first.device
+    # training advanced the shuffling generator of the train loader: a cache miss gets fresh loaders
+    # so that stage 2 sees the same batches whether stage 1 was trained or loaded
+    data = first.data if first.cache_hit else load_data(config.data, device)
     seed_everything(config.seed)
     model = copy.deepcopy(first.model)
     ril = train_ril(model, data.train, data.val, rnl, device,

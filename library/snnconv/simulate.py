@@ -93,7 +93,7 @@ def spike_fan_out(snn: nn.Module) -> dict[str, float]:
     for name, module in snn.named_modules():
         if isinstance(module, IFNeuron):
             pending.append(name)
-        elif isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, StaticInput):
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
             for waiting in pending:
                 fan_out[waiting] = dataflow.synapses_per_input(module)
             pending = []

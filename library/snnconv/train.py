@@ -395,7 +395,8 @@ def train_ril(
                 cos_sum += cos_term.detach()
                 if step % config.inspect_interval == 0:
                     stopped = not tracker.check(step, epoch, loss_sum.item() / since, cos_sum.item() / since)
-                    loss_sum.zero_(), cos_sum.zero_()
+                    loss_sum.zero_()
+                    cos_sum.zero_()
                     since = 0
                     if stopped:
                         break
