@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="images per batch (default 32, quick 4)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/bench_pascal[_quick].json)")
     args = parser.parse_args(argv)
     batch = args.batch or (4 if args.quick else 32)
     repeats = args.repeats or (1 if args.quick else 5)
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<10}{ms[name]:>11.1f}{ms[name] / ms['ann']:>8.2f}{min_ms[name]:>10.1f}"
               f"{min_ms[name] / min_ms['ann']:>8.2f}{targets[name]:>9}")
     print(f"exact inference equals the ANN bit for bit: {equal}; SynOps/image {result['synops_per_image']:.4g}")
+    if args.out is None:
+        args.out = RESULTS.with_name("bench_pascal_quick.json") if args.quick else RESULTS
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

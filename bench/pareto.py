@@ -129,6 +129,7 @@ def bench_sweep_files(n: int, rng) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--out", help="JSON path (default bench/results/pareto[_quick].json)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     mask_sizes, hv_sizes, repeats = ((100, 1000), (50, 200), 3) if args.quick else ((100, 1000, 5000), (100, 1000), 5)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsweep end, {sweep['n']} runs: analyse {sweep['analyse_ms']:.1f} ms, "
           f"write_sweep_fronts (CSV + 2 PNGs) {sweep['write_sweep_fronts_ms']:.0f} ms")
 
-    out = ROOT / "bench" / "results" / "pareto.json"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"pareto{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"header": facts, "quick": args.quick, "rows": table.to_dict("records"),
                                "sweep_end": sweep}, indent=2))

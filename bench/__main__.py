@@ -1,0 +1,157 @@
+"""The whole benchmark suite: ``python -m bench [--quick] [--only NAME ...] [--no-readme]``.
+
+Runs each benchmark in its own process (so one's memory and threads cannot disturb the next), each
+printing its evidence header (machine, CPU threads or GPU, versions, date) and its table and writing
+``bench/results/<name>.json`` (``<name>_quick.json`` with ``--quick``). Then it prints one summary
+table of every target and, for a full run, rewrites the README's results table (between the markers
+``<!-- bench:results:start -->`` and ``<!-- bench:results:end -->``) from those JSON files, so the
+README's numbers are always the latest run's.
+
+Benchmarks: ``bench_if`` (IF simulation vs T x ANN and SpikingJelly), ``bench_pascal`` (PASCAL
+exact and spike-level inference vs the QCFS ANN), ``bench_sweep`` (sweep overhead, stage-1 cache),
+``pareto`` (front computation vs Optuna).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+BENCHMARKS = ("bench_if", "bench_pascal", "bench_sweep", "pareto")
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+sys.path.insert(0, str(ROOT))
+from bench.common import print_table  # noqa: E402
+
+
+def result_path(name: str, quick: bool) -> Path:
+    return RESULTS / f"{name}{'_quick' if quick else ''}.json"
+
+
+def _row(benchmark: str, measure: str, value: Any, target: str, met: bool | None) -> dict[str, Any]:
+    return {"benchmark": benchmark, "measure": measure, "value": value, "target": target, "met": met}
+
+
+def summary_rows(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The target rows of one benchmark's JSON (its own ``summary`` list where it has one)."""
+    if "summary" in data:
+        return list(data["summary"])
+    if name == "bench_if":
+        return [
+            _row("IF simulation (RNL), VGG16, T=32", "time / (T x ANN forward)", data["time_ratio"],
+                 f"<= {data['time_target']}", data["time_ratio"] <= data["time_target"]),
+            _row("IF simulation (RNL), VGG16, T=32", "peak working memory / one ANN forward",
+                 data["memory_ratio_working"], f"<= {data['memory_target']}",
+                 data["memory_ratio_working"] <= data["memory_target"]),
+        ]
+    if name == "bench_pascal":
+        config = data["config"]
+        label = f"PASCAL, {config['model']}, mixed L (T_max={config['t_max']})"
+        return [
+            _row(label, "exact inference / one QCFS ANN forward", data["ratio_to_ann"]["exact"],
+                 f"<= {data['targets']['exact_ratio_max']}", data["meets_targets"]["exact"]),
+            _row(label, "spike-level path / one QCFS ANN forward", data["ratio_to_ann"]["spike"],
+                 f"<= T_max = {data['targets']['spike_ratio_max']}", data["meets_targets"]["spike"]),
+            _row(label, "exact inference equals the ANN", "yes" if data["exact_equals_ann"] else "no", "yes",
+                 bool(data["exact_equals_ann"])),
+        ]
+    if name == "bench_sweep":
+        overhead, cache = data["overhead"], data["cache"]
+        trials = int(cache["shared"]["trials"])
+        return [
+            _row(f"sweep, demo ({int(overhead['trials'])} trials)", "overhead over the trials' own compute",
+                 overhead["overhead"], f"<= {data['targets']['overhead']}", data["met"]["overhead"]),
+            _row(f"sweep, {trials} RNL trials", "speed-up of the shared stage-1 cache", cache["speedup"],
+                 f">= {data['targets']['cache_speedup']}", data["met"]["cache_speedup"]),
+        ]
+    if name == "pareto":
+        worst = max(row["ours / optuna"] for row in data["rows"] if row["what"] == "pareto_mask")
+        return [_row("Pareto fronts (5000 runs)", "non-dominated sort / Optuna's (worst case)", worst, "(none)", None)]
+    return []
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def _met(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "-"}[met]
+
+
+def summary_table(quick: bool) -> tuple[list[str], list[list[str]], list[dict[str, str]]]:
+    """(columns, rows, evidence per benchmark) from the result files present."""
+    rows, evidence = [], []
+    for name in BENCHMARKS:
+        path = result_path(name, quick)
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        facts = data.get("evidence") or data.get("header") or {}
+        evidence.append({"benchmark": name, **{k: str(v) for k, v in facts.items()}})
+        for row in summary_rows(name, data):
+            rows.append([row["benchmark"], row["measure"], _format(row["value"]), row["target"], _met(row["met"])])
+    return ["benchmark", "measure", "value", "target", "status"], rows, evidence
+
+
+def markdown(columns: list[str], rows: list[list[str]], evidence: list[dict[str, str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+    for facts in evidence:
+        details = "; ".join(f"{k}: {v}" for k, v in facts.items() if k != "benchmark")
+        lines.append(f"- `{facts['benchmark']}` — {details}")
+    return "\n".join(lines)
+
+
+def update_readme(text: str, path: Path = README) -> bool:
+    """Replace the README's results block; False when the markers are missing."""
+    content = path.read_text()
+    if START not in content or END not in content:
+        return False
+    head, rest = content.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every benchmark")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results table")
+    parser.add_argument("--summary-only", action="store_true", help="run nothing; summarise the result files")
+    args = parser.parse_args(argv)
+
+    failed = []
+    if not args.summary_only:
+        for name in args.only or BENCHMARKS:
+            command = [sys.executable, "-m", f"bench.{name}", "--out", str(result_path(name, args.quick))]
+            if args.quick:
+                command.append("--quick")
+            print(f"\n$ {' '.join(command[1:])}", flush=True)
+            if subprocess.run(command, cwd=ROOT).returncode != 0:
+                failed.append(name)
+    columns, rows, evidence = summary_table(args.quick)
+    print("\n== targets")
+    print_table(columns, rows)
+    if not args.quick and not args.no_readme and not args.only:
+        if update_readme(markdown(columns, rows, evidence)):
+            print(f"\nREADME.md results table rewritten from {RESULTS}")
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
