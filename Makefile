@@ -21,5 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) mlruns mlflow.db ray_results
