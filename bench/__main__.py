@@ -78,19 +78,64 @@ def summary_rows(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def detail_rows(name: str, data: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(benchmark, figure, value): the figures the README's prose quotes, from one JSON."""
+    rows: list[tuple[str, str, Any]] = [(name, figure, value) for figure, value in data.get("details", {}).items()]
+    if name == "bench_if":
+        for variant, timing in data["timings"].items():
+            rows.append((name, f"{variant}: ms per step (median)", timing["ms_per_step"]))
+        rows.append((name, "snn: time ratio with glibc's default malloc", data["time_ratio_default_malloc"]))
+        for what, memory in data["memory"].items():
+            if "working_mib" in memory:
+                rows.append((name, f"{what}: peak working memory (MiB)", memory["working_mib"]))
+                rows.append((name, f"{what}: process peak (MiB)", memory["total_mib"]))
+            else:
+                rows.append((name, f"{what} (MiB)", memory["mib"]))
+    elif name == "bench_pascal":
+        for path, ms in data["ms"].items():
+            rows.append((name, f"{path}: ms (median)", ms))
+            rows.append((name, f"{path}: ms (min)", data["min_ms"][path]))
+        rows.append((name, "synops per image", data["synops_per_image"]))
+    elif name == "bench_sweep":
+        overhead, cache = data["overhead"], data["cache"]
+        rows += [(name, "Ray start (s, not counted)", data["ray_start_s"])]
+        for key, label in (("wall_s", "demo: wall (s)"), ("trial_compute_s", "demo: trials' own compute (s)"),
+                           ("ideal_s", "demo: ideal = compute / concurrency (s)"),
+                           ("start_s", "demo: start, MLflow store + parent run (s)"),
+                           ("tracking_s", "demo: MLflow logging inside trials, summed (s)"),
+                           ("tune_extra_s", "demo: Tune beyond ideal and logging (s)"),
+                           ("finish_s", "demo: finish, fronts + plots + tags (s)")):
+            rows.append((name, label, overhead[key]))
+        rows += [(name, "cache: wall with the cache (s)", cache["shared"]["wall_s"]),
+                 (name, "cache: wall retraining per trial (s)", cache["retrain"]["wall_s"])]
+    elif name == "pareto":
+        for row in data["rows"]:
+            rows.append((name, f"{row['what']} ({row['runs']}, n={row['n']}, d={row['d']}): ours / Optuna",
+                         row["ours / optuna"]))
+        rows.append((name, f"sweep end, {data['sweep_end']['n']} runs: write_sweep_fronts (ms)",
+                     data["sweep_end"]["write_sweep_fronts_ms"]))
+    return rows
+
+
 def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.3g}"
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if math.isnan(value):
+        return "n/a"
+    if abs(value) >= 1e6:
+        return f"{value:.3e}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
 
 
 def _met(met: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "-"}[met]
 
 
-def summary_table(quick: bool) -> tuple[list[str], list[list[str]], list[dict[str, str]]]:
-    """(columns, rows, evidence per benchmark) from the result files present."""
-    rows, evidence = [], []
+def summary_table(quick: bool) -> tuple[list[str], list[list[str]], list[dict[str, str]], list[list[str]]]:
+    """(columns, target rows, evidence per benchmark, detail rows) from the result files present."""
+    rows, evidence, details = [], [], []
     for name in BENCHMARKS:
         path = result_path(name, quick)
         if not path.is_file():
@@ -100,13 +145,20 @@ def summary_table(quick: bool) -> tuple[list[str], list[list[str]], list[dict[st
         evidence.append({"benchmark": name, **{k: str(v) for k, v in facts.items()}})
         for row in summary_rows(name, data):
             rows.append([row["benchmark"], row["measure"], _format(row["value"]), row["target"], _met(row["met"])])
-    return ["benchmark", "measure", "value", "target", "status"], rows, evidence
+        details += [[bench, figure, _format(value)] for bench, figure, value in detail_rows(name, data)]
+    return ["benchmark", "measure", "value", "target", "status"], rows, evidence, details
 
 
-def markdown(columns: list[str], rows: list[list[str]], evidence: list[dict[str, str]]) -> str:
+def markdown(columns: list[str], rows: list[list[str]], evidence: list[dict[str, str]],
+             details: list[list[str]] | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
+    if details:
+        lines += ["<details><summary>All figures of the latest run (what the prose quotes)</summary>", "",
+                  "| benchmark | figure | value |", "|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in details]
+        lines += ["", "</details>", ""]
     for facts in evidence:
         details = "; ".join(f"{k}: {v}" for k, v in facts.items() if k != "benchmark")
         lines.append(f"- `{facts['benchmark']}` — {details}")
@@ -141,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n$ {' '.join(command[1:])}", flush=True)
             if subprocess.run(command, cwd=ROOT).returncode != 0:
                 failed.append(name)
-    columns, rows, evidence = summary_table(args.quick)
+    columns, rows, evidence, details = summary_table(args.quick)
     print("\n== targets")
     print_table(columns, rows)
     if not args.quick and not args.no_readme and not args.only:
-        if update_readme(markdown(columns, rows, evidence)):
+        if update_readme(markdown(columns, rows, evidence, details)):
             print(f"\nREADME.md results table rewritten from {RESULTS}")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)

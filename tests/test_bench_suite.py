@@ -47,13 +47,14 @@ def test_pareto_benchmark_quick(tmp_path):
 
 def test_every_committed_result_file_summarises(tmp_path):
     """The committed full-run results feed the README table; the table block is rewritten in place."""
-    columns, rows, evidence = suite.summary_table(quick=False)
+    columns, rows, evidence, details = suite.summary_table(quick=False)
     names = {facts["benchmark"] for facts in evidence}
     assert {"bench_if", "bench_pascal", "bench_sweep", "pareto"} <= names
     assert all(len(row) == len(columns) for row in rows) and len(rows) >= 7
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{suite.START}\nold\n{suite.END}\nafter\n")
-    assert suite.update_readme(suite.markdown(columns, rows, evidence), readme)
+    assert {row[0] for row in details} == names and all(len(row) == 3 for row in details)
+    assert suite.update_readme(suite.markdown(columns, rows, evidence, details), readme)
     text = readme.read_text()
     assert "old" not in text and text.startswith("before") and text.endswith("after\n")
     assert "| benchmark | measure | value | target | status |" in text
