@@ -52,9 +52,9 @@ def test_every_committed_result_file_summarises(tmp_path):
     assert {"bench_if", "bench_pascal", "bench_sweep", "pareto"} <= names
     assert all(len(row) == len(columns) for row in rows) and len(rows) >= 7
     readme = tmp_path / "README.md"
-    readme.write_text(f"before\n{suite.START}\nold\n{suite.END}\nafter\n")
+    readme.write_text(f"before\n{suite.START}\nSTALE TABLE\n{suite.END}\nafter\n")
     assert {row[0] for row in details} == names and all(len(row) == 3 for row in details)
     assert suite.update_readme(suite.markdown(columns, rows, evidence, details), readme)
     text = readme.read_text()
-    assert "old" not in text and text.startswith("before") and text.endswith("after\n")
+    assert "STALE TABLE" not in text and text.startswith("before") and text.endswith("after\n")
     assert "| benchmark | measure | value | target | status |" in text
