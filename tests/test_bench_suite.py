@@ -58,3 +58,13 @@ def test_every_committed_result_file_summarises(tmp_path):
     text = readme.read_text()
     assert "STALE TABLE" not in text and text.startswith("before") and text.endswith("after\n")
     assert "| benchmark | measure | value | target | status |" in text
+
+
+def test_gpu_share_benchmark_says_when_it_cannot_run(tmp_path):
+    import torch
+
+    data = run_module("bench_gpu_share", tmp_path / "gpu.json")
+    if torch.cuda.is_available():
+        assert data["throughput_ratio"] > 0 and "GPU" in data["evidence"]["device"]
+    else:
+        assert data["skipped"] == "no CUDA device" and "CPU" in data["evidence"]["device"]
