@@ -190,32 +190,21 @@ class TrialResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# running a trial
-
-
-def run_trial(config: TrialConfig, on_progress: ProgressCallback | None = None) -> TrialResult:
-    """Run one trial of ``config.method`` end to end and return its :class:`TrialResult`.
-
-    ``on_progress(stage, metrics)`` (optional) receives progress: "stage1" per trained epoch,
-    "stage2" at every validation (at least val_acc, omega, step), "simulate" once at the end.
-    """
-    validate(config)
-    runner = METHOD_RUNNERS.get(config.method)
-    if runner is None:
-        raise ConfigError(f"method: {config.method!r} has no run_trial implementation yet; implemented: "
-                          f"{', '.join(METHOD_RUNNERS)}")
-    return runner(config, on_progress or _ignore_progress)
+# RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation
 
 
 def _ignore_progress(stage: str, metrics: Mapping[str, float]) -> None:
     return None
 
 
+def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
+    return {"epoch": stats.epoch, "val_acc": stats.val_acc, "train_loss": stats.train_loss,
+            "train_acc": stats.train_acc, "lr": stats.lr}
+
+
 def _stage1_progress(on_progress: ProgressCallback) -> EpochCallback:
-    def on_epoch(stats: EpochStats) -> None:
-        on_progress("stage1", {"epoch": stats.epoch, "train_loss": stats.train_loss,
-                               "train_acc": stats.train_acc, "val_acc": stats.val_acc, "lr": stats.lr})
-    return on_epoch
+    """Stage-1 epochs as ``on_progress("stage1", ...)`` (only when stage 1 is trained, not loaded)."""
+    return lambda stats: on_progress("stage1", _epoch_metrics(stats))
 
 
 def rnl_layer_table(model: nn.Module, omega: Mapping[str, float],
@@ -310,19 +299,12 @@ def _reseed_loader(loader: Any, seed: int) -> None:
         generator.manual_seed(seed)
 
 
-def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
-    return {"epoch": stats.epoch, "val_acc": stats.val_acc, "train_loss": stats.train_loss,
-            "train_acc": stats.train_acc, "lr": stats.lr}
-
-
-def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) -> TrialResult:
+def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     """One QCFS + PASCAL trial (see the module docstring); reports ``on_progress("finetune", ...)``
     after every fine-tune epoch (and ``"stage1"`` epochs when stage 1 is trained)."""
     start = time.perf_counter()
-    validate(config)
     qcfs = config.qcfs
-    report = on_progress or (lambda stage, metrics: None)
-    first = stage1(config, on_epoch=lambda stats: report("stage1", _epoch_metrics(stats)))
+    first = stage1(config, on_epoch=_stage1_progress(on_progress))
     model, data, device = first.model, first.data, first.device
     layers = activation_layers(model)
 
@@ -333,7 +315,7 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback | None = None) 
     seed_everything(config.seed)
     history = finetune_levels(model, levels, data.train, config.stage1, device, epochs=qcfs.finetune_epochs,
                               lr=qcfs.finetune_lr, val_loader=data.val,
-                              on_epoch=lambda stats: report("finetune", _epoch_metrics(stats)))
+                              on_epoch=lambda stats: on_progress("finetune", _epoch_metrics(stats)))
 
     ann_acc = evaluate(model, data.test, device)
     # plain QCFS -> IF (rate coding, v(0) = theta/2) on the same model, so both latencies compare
@@ -385,3 +367,17 @@ METHOD_RUNNERS: dict[str, Callable[[TrialConfig, ProgressCallback], TrialResult]
     "rnl": _run_rnl,
     "qcfs": _run_qcfs,
 }
+
+
+def run_trial(config: TrialConfig, on_progress: ProgressCallback | None = None) -> TrialResult:
+    """Run one trial of ``config.method`` end to end and return its :class:`TrialResult`.
+
+    ``on_progress(stage, metrics)`` (optional) receives progress: "stage1" per trained epoch,
+    "stage2" at every RIL validation (rnl: val_acc, omega, step, ...), "finetune" per layerwise-L
+    fine-tune epoch (qcfs: epoch, val_acc, ...), "simulate" once at the end (rnl).
+    """
+    validate(config)
+    runner = METHOD_RUNNERS.get(config.method)
+    if runner is None:
+        raise ConfigError(f"method: {config.method!r} has no trial runner; implemented: {', '.join(METHOD_RUNNERS)}")
+    return runner(config, on_progress or _ignore_progress)
