@@ -35,7 +35,8 @@ The timings are taken twice, in child processes:
   one of them). With the defaults glibc returns freed heap memory to the OS and the next tensor of
   that size page-faults again; how often depends on the order of allocations (and, in one process,
   on what ran before), and it can move a variant's time by 10 % or more. The minor page faults per
-  call are reported. Variants run one after another here, not interleaved.
+  call are reported. Variants run one after another here, not interleaved (``--quick``: all in
+  one process, interleaved, to keep the smoke run short).
 
 Peak memory is measured in a child process with glibc's mmap threshold pinned at 64 KiB
 (``MALLOC_MMAP_THRESHOLD_``), so tensor memory goes back to the OS when freed and the resident set
@@ -432,6 +433,10 @@ def timing_probe(args: argparse.Namespace, device: torch.device) -> dict[str, di
 def measure_timings(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]] | None]:
     """Both timing runs (see the module docstring), summarised."""
     no_trim = _child(args, "--timing-probe", ALLOCATORS["no_trim_malloc"])
+    if args.quick:  # toy sizes: one process for all variants keeps the smoke run short
+        default = _child(args, "--timing-probe", ALLOCATORS["default_malloc"])
+        return {"no_trim_malloc": no_trim and summarise(no_trim, args.steps),
+                "default_malloc": default and summarise(default, args.steps)}
     default: dict | None = {}
     for name in VARIANTS if import_peer() is not None else VARIANTS[:-len(PEER_VARIANTS)]:
         measured = _child(args, "--timing-probe", ALLOCATORS["default_malloc"], ("--variant", name))
