@@ -414,6 +414,33 @@ ALLOCATORS = {
 VARIANTS = ("ann_rnl", "ann_relu", "snn", "snn_cached", "snn_no_fold", *PEER_VARIANTS)
 
 
+def profile_probe(args: argparse.Namespace, device: torch.device, top: int = 10) -> dict[str, list[dict]]:
+    """In this process: torch.profiler's per-operator self time (ms) for one call of ``snn`` and of
+    each peer mode, the ``top`` most expensive operators of each (after one warm-up call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rnl, images, labels = build_rnl(args.batch, device)
+    calls = variants(rnl, relu_twin(rnl), images, labels, args.steps)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    report = {}
+    for name in ("ann_rnl", "snn", *PEER_VARIANTS):
+        if name not in calls:
+            continue
+        calls[name]()
+        with profile(activities=activities) as profiler:
+            calls[name]()
+            synchronise(device)
+        events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+        report[name] = [{"op": event.key, "self_ms": event.self_cpu_time_total / 1000, "calls": event.count}
+                        for event in events[:top]]
+    return report
+
+
+def measure_profile(args: argparse.Namespace) -> dict[str, list[dict]] | None:
+    """Run :func:`profile_probe` in a child process (no-trim malloc, as the headline timings)."""
+    return _child(args, "--profile-probe", ALLOCATORS["no_trim_malloc"])
+
+
 def measure_memory(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
     """Run :func:`memory_probe` in a child process with the mmap threshold pinned at 64 KiB."""
     return _child(args, "--memory-probe", {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"})
@@ -581,6 +608,17 @@ def print_report(facts: dict[str, str], config: dict, timings: dict[str, dict | 
                 [[t["measure"], _cell(t["value"], 4), t["target"], t["met"]] for t in targets])
 
 
+def print_profiles(profiles: dict[str, list[dict]] | None) -> None:
+    """The most expensive operators of one call of each profiled variant (torch.profiler)."""
+    if not profiles:
+        print("\nprofile: failed" if profiles is None else "")
+        return
+    for name, events in profiles.items():
+        print(f"\nprofile of one call of {name} (self time, top {len(events)} operators):")
+        print_table(["operator", "self ms", "calls"],
+                    [[event["op"], f"{event['self_ms']:.1f}", event["calls"]] for event in events])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_if", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (batch 2, T 4, 1 repeat)")
@@ -592,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON path (default bench/results/bench_if[_quick].json)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--timing-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch = args.batch or (2 if args.quick else 32)
@@ -605,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.timing_probe:
         print(json.dumps(timing_probe(args, device)))
         return 0
+    if args.profile_probe:
+        print(json.dumps(profile_probe(args, device)))
+        return 0
 
     facts = evidence()
     config = {"model": "vgg16", "image": [3, 32, 32], "batch": args.batch, "steps": args.steps,
@@ -612,10 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     timings = measure_timings(args)
     memory = measure_memory(args)
     agreement = agreement_check(args.batch, args.steps, device)
+    profiles = measure_profile(args)
     no_trim, default = timings["no_trim_malloc"], timings["default_malloc"]
     rows = main_table(no_trim or default, memory)
     targets = summary(rows, agreement)
     print_report(facts, config, timings, memory, rows, agreement, targets)
+    print_profiles(profiles)
     result = {
         "header": facts, "config": config, "allocators": ALLOCATORS, "timings": no_trim,
         "timings_default_malloc": default,
@@ -626,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_ratio_total": memory and memory["snn_simulation"]["total_mib"] / memory["ann_forward"]["total_mib"],
         "peer": {"name": "spikingjelly", "installed": import_peer() is not None,
                  "time_target": PEER_TIME_TARGET},
-        "table": rows, "agreement": agreement, "summary": targets,
+        "table": rows, "agreement": agreement, "profile": profiles, "summary": targets,
     }
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"bench_if{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

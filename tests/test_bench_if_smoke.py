@@ -53,6 +53,10 @@ def check_common_fields(stdout: str, result: dict, timed: set[str]) -> None:
     snn = next(row for row in result["table"] if row["variant"] == "snn")
     assert snn["seconds"] == result["timings"]["snn"]["min_s"]
     assert snn["ratio_to_t_ann"] == pytest.approx(result["timings"]["snn"]["ratio_of_minima"])
+    profiled = set(result["profile"])
+    assert {"ann_rnl", "snn"} <= profiled and profiled - {"ann_rnl", "snn"} <= set(PEER)
+    convolutions = [event for event in result["profile"]["snn"] if "convolution" in event["op"]]
+    assert convolutions and convolutions[0]["calls"] == 13 * 4  # 13 convs x T = 4 steps
     summary = result["summary"]
     assert [entry["measure"] for entry in summary] == MEASURES
     for entry in summary:
@@ -65,7 +69,7 @@ def check_common_fields(stdout: str, result: dict, timed: set[str]) -> None:
 def test_bench_if_quick_with_the_peer(tmp_path):
     stdout, result = run_quick(tmp_path / "bench_if.json", hide_peer=False)
     check_common_fields(stdout, result, set(OURS + PEER))
-    assert result["peer"]["installed"] is True
+    assert result["peer"]["installed"] is True and set(result["profile"]) == {"ann_rnl", "snn", *PEER}
     for part in ("sj_multistep_simulation", "sj_singlestep_simulation"):
         assert result["memory"][part]["working_mib"] >= 0
     for row in result["table"]:
