@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OURS = ("ann_rnl", "ann_relu", "snn", "snn_cached", "snn_no_fold")
 PEER = ("sj_multistep", "sj_singlestep")
 MEASURES = ["time / (T x ANN forward)", "time / SpikingJelly best", "peak memory / one ANN forward",
-            "spike counts agree with SpikingJelly (max rel diff)"]
+            "spike counts agree with SpikingJelly"]
 
 
 def run_quick(out: Path, hide_peer: bool) -> tuple[str, dict]:
@@ -81,11 +81,12 @@ def test_bench_if_quick_with_the_peer(tmp_path):
         assert len(agreement["spikes"][variant]) == 15
         assert agreement["modes"][variant]["acc_curve_equal"] is True
     # the same network and weights on the same batch: the counts agree (exactly, at this size)
-    assert agreement["agree"] is True and agreement["max_rel_diff"] <= agreement["tolerance"]
+    assert agreement["agree"] is True and agreement["max_rel_diff_spikes"] <= agreement["tolerance"]
+    assert agreement["max_rel_diff_output_sums"] <= agreement["tolerance"]
     assert sum(agreement["spikes"]["snnconv"]) > 0
     summary = result["summary"]
     assert isinstance(summary[1]["value"], float) and isinstance(summary[1]["met"], bool)
-    assert summary[3]["value"] == agreement["max_rel_diff"] and summary[3]["met"] is True
+    assert summary[3]["value"] == agreement["max_rel_diff_spikes"] and summary[3]["met"] is True
 
 
 def test_bench_if_quick_without_the_peer(tmp_path):
@@ -103,3 +104,41 @@ def test_bench_if_quick_without_the_peer(tmp_path):
     assert summary[1]["value"] == "not installed" and summary[1]["met"] is None
     assert summary[3]["value"] == "not installed" and summary[3]["met"] is None
     assert isinstance(summary[0]["met"], bool) and isinstance(summary[2]["met"], bool)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spikingjelly") is None, reason="spikingjelly (.[bench]) not installed")
+def test_peer_network_reproduces_simulate_and_the_check_sees_a_wrong_reset():
+    """The peer built from the converted VGG16 fires exactly like ``simulate`` (both modes); the same
+    network with SpikingJelly's hard reset (v -> 0 after a spike) does not, so the check can fail."""
+    import torch
+
+    from bench import bench_if
+    from snnconv.convert import to_if
+    from snnconv.neurons import if_neurons
+    from snnconv.simulate import simulate
+
+    sj = bench_if.import_peer()
+    steps, device = 3, torch.device("cpu")
+    rnl, images, labels = bench_if.build_rnl(2, device)
+    snn = to_if(rnl)
+    ours = simulate(snn, [(images, labels)], steps)
+    expected = [ours.spike_counts[name] * 2 for name, _ in if_neurons(snn)]
+    for mode in ("m", "s"):
+        net = bench_if.peer_network(snn, mode, sj)
+        nodes = [module for module in net if isinstance(module, sj.neuron.IFNode)]
+        assert [node.v_threshold for node in nodes] == [module.threshold for _, module in if_neurons(snn)]
+        totals, hooks = bench_if.count_spikes(nodes)
+        _, correct = bench_if.peer_simulate(net, images, labels, steps, mode, sj)
+        for hook in hooks:
+            hook.remove()
+        assert totals == expected
+        assert (correct.double() * 50.0).tolist() == ours.acc_curve
+        for node in nodes:
+            node.v_reset = 0.0  # hard reset: a different neuron
+        totals, hooks = bench_if.count_spikes(nodes)
+        bench_if.peer_simulate(net, images, labels, steps, mode, sj)
+        assert max(bench_if.relative_difference(a, b) for a, b in zip(totals, expected)) > 10 * bench_if.AGREEMENT_TOLERANCE
+    with pytest.raises(ValueError, match="converted VGG"):
+        bench_if.peer_network(rnl.features, "m", sj)
+    with pytest.raises(ValueError, match="step_mode"):
+        bench_if.peer_network(snn, "x", sj)
