@@ -82,14 +82,15 @@ def detail_rows(name: str, data: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(benchmark, figure, value): the figures the README's prose quotes, from one JSON."""
     rows: list[tuple[str, str, Any]] = [(name, figure, value) for figure, value in data.get("details", {}).items()]
     if name == "bench_if":
-        for variant, timing in data["timings"].items():
-            rows.append((name, f"{variant}: ms per step (median)", timing["ms_per_step"]))
+        for row in data.get("table", []):
+            rows.append((name, f"{row['label']}: seconds (best of n)", row["seconds"]))
+            rows.append((name, f"{row['label']}: ratio to T x ANN", row["ratio_to_t_ann"]))
+            rows.append((name, f"{row['label']}: peak working memory (MiB)", row["peak_working_mib"]))
         rows.append((name, "snn: time ratio with glibc's default malloc", data["time_ratio_default_malloc"]))
         for what, memory in data["memory"].items():
-            if "working_mib" in memory:
-                rows.append((name, f"{what}: peak working memory (MiB)", memory["working_mib"]))
+            if "total_mib" in memory:
                 rows.append((name, f"{what}: process peak (MiB)", memory["total_mib"]))
-            else:
+            elif "mib" in memory:
                 rows.append((name, f"{what} (MiB)", memory["mib"]))
     elif name == "bench_pascal":
         for path, ms in data["ms"].items():
@@ -103,11 +104,15 @@ def detail_rows(name: str, data: dict[str, Any]) -> list[tuple[str, str, Any]]:
                            ("ideal_s", "demo: ideal = compute / concurrency (s)"),
                            ("start_s", "demo: start, MLflow store + parent run (s)"),
                            ("tracking_s", "demo: MLflow logging inside trials, summed (s)"),
+                           ("tracking_wall_s", "demo: MLflow logging, share of the wall time (s)"),
                            ("tune_extra_s", "demo: Tune beyond ideal and logging (s)"),
                            ("finish_s", "demo: finish, fronts + plots + tags (s)")):
             rows.append((name, label, overhead[key]))
         rows += [(name, "cache: wall with the cache (s)", cache["shared"]["wall_s"]),
-                 (name, "cache: wall retraining per trial (s)", cache["retrain"]["wall_s"])]
+                 (name, "cache: wall retraining per trial (s)", cache["retrain"]["wall_s"]),
+                 (name, "cache: one stage-1 training, S1 (s)", cache["shared"]["stage1_s"]),
+                 (name, "cache: a trial loading stage 1, S2 (s)", cache["shared"]["cached_trial_s"]),
+                 (name, "cache: bound (S1 + S2) / (S2 + S1/N)", cache["speedup_bound"])]
     elif name == "pareto":
         for row in data["rows"]:
             rows.append((name, f"{row['what']} ({row['runs']}, n={row['n']}, d={row['d']}): ours / Optuna",
