@@ -98,6 +98,17 @@ def test_presets_load_and_bad_specs_are_refused(tmp_path):
         load_spec(config_file=str(bad))
 
 
+def test_command_line_overrides_apply_before_validation(tmp_path, capsys):
+    from snnconv.sweep import main
+
+    missing = tmp_path / "no-cifar-here"
+    assert main(["--preset", "cifar10-vgg16", "--data-dir", str(missing)], presets_dir=ROOT / "configs") == 2
+    error = capsys.readouterr().err
+    assert f"data.data_dir: '{missing}' does not exist" in error and "./data/cifar10" not in error
+    assert main(["--num-samples", "0"], presets_dir=ROOT / "configs") == 2
+    assert "num_samples: must be positive, got 0" in capsys.readouterr().err
+
+
 def test_param_space_decodes_to_trial_overrides(tmp_path):
     spec = load_spec(config_file=str(write_spec(tmp_path)))
     space = build_param_space(spec, ["rnl", "qcfs"])

@@ -81,8 +81,10 @@ class SweepSpec:
     space: dict[str, Any] = field(default_factory=dict)
 
 
-def load_spec(preset: str | None = None, config_file: str | None = None, presets_dir: str | Path | None = None) -> SweepSpec:
-    """Load a preset by name (``configs/<name>.yaml``) or a sweep YAML file; validate it."""
+def load_spec(preset: str | None = None, config_file: str | None = None, presets_dir: str | Path | None = None,
+              validate: bool = True) -> SweepSpec:
+    """Load a preset by name (``configs/<name>.yaml``) or a sweep YAML file; validate it (unless the
+    caller changes it first and validates then, as the command line does)."""
     if config_file:
         data = load_yaml(config_file)
     else:
@@ -94,7 +96,8 @@ def load_spec(preset: str | None = None, config_file: str | None = None, presets
             raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known) or '(none found)'}")
         data = load_yaml(path)
     spec = _from_dict(SweepSpec, data)
-    validate_spec(spec)
+    if validate:
+        validate_spec(spec)
     return spec
 
 
@@ -608,7 +611,7 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     args = parser.parse_args(argv)
     try:
-        spec = load_spec(args.preset, args.config, presets_dir)
+        spec = load_spec(args.preset, args.config, presets_dir, validate=False)
         if args.method:
             spec.methods = ["rnl", "qcfs"] if args.method == "both" else [args.method]
         for name in ("num_samples", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "search", "objective",
