@@ -14,8 +14,8 @@ times each (inference mode):
 * ``snn_cached``: also the first conv computed once per batch (``static_input=True``);
 * ``snn_no_fold``: without BN folding (every layer exactly as in the ANN);
 * ``sj_multistep``: the peer, SpikingJelly 2.0, on the same converted layers and weights (BN folded
-  as in ``snn``): multi-step ``IFNode`` s (soft reset, v(0) = 0) and the stateless layers in
-  ``SeqToANNContainer`` s, input ``[T, B, 3, 32, 32]`` (time merged into the batch);
+  as in ``snn``): multi-step ``IFNode`` neurons (soft reset, v(0) = 0), each run of stateless
+  layers in one ``SeqToANNContainer``, input ``[T, B, 3, 32, 32]`` (time merged into the batch);
 * ``sj_singlestep``: the same peer network in single-step mode, looping t = 1..T.
 
 The peer variants read out as ``simulate`` does (outputs summed over time, accuracy after every t),
@@ -24,7 +24,8 @@ without counting spikes (``simulate`` counts them). Without SpikingJelly (an opt
 spike counts of every layer (summed over T and the batch), the summed outputs and acc(t) of both peer
 modes are compared with ``simulate``'s (``agreement`` in the JSON).
 
-Ratios are the median over repeats of (variant time / ann_rnl time of the same repeat).
+In the per-allocator tables, ratios are the median over repeats of (variant time / ann_rnl time of
+the same repeat); the main table uses best-of-n times (see below).
 
 The timings are taken twice, in child processes:
 
@@ -79,8 +80,7 @@ sys.path.insert(0, str(ROOT / "library"))
 from bench.common import evidence, print_header, print_table  # noqa: E402
 from snnconv.convert import to_if  # noqa: E402
 from snnconv.layers import RateNorm, activation_factory  # noqa: E402
-from snnconv.models import build_model  # noqa: E402
-from snnconv.models.vgg import VGG  # noqa: E402
+from snnconv.models import VGG, build_model  # noqa: E402
 from snnconv.neurons import IFNeuron, if_neurons  # noqa: E402
 from snnconv.simulate import simulate  # noqa: E402
 
