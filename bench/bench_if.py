@@ -77,7 +77,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "library"))
 
-from bench.common import evidence, print_header, print_table  # noqa: E402
+from bench.common import evidence, print_header, print_table, write_result  # noqa: E402
 from snnconv.convert import to_if  # noqa: E402
 from snnconv.layers import RateNorm, activation_factory  # noqa: E402
 from snnconv.models import VGG, build_model  # noqa: E402
@@ -678,10 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                  "time_target": PEER_TIME_TARGET},
         "table": rows, "agreement": agreement, "profile": profiles, "summary": targets,
     }
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"bench_if{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_result(result, "bench_if", args.quick, args.out)
     return 0
 
 

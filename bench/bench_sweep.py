@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "library"))
 sys.path.insert(0, str(ROOT))
 
-from bench.common import evidence, print_header, print_table  # noqa: E402
+from bench.common import evidence, print_header, print_table, write_result  # noqa: E402
 from snnconv.sweep import SweepOptions, SweepSpec, load_spec, run_sweep  # noqa: E402
 
 OVERHEAD_TARGET = 0.05
@@ -140,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
               "targets": {"overhead": OVERHEAD_TARGET, "cache_speedup": CACHE_TARGET},
               "met": {"overhead": overhead["overhead"] <= OVERHEAD_TARGET,
                       "cache_speedup": cache["speedup"] >= CACHE_TARGET}}
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"bench_sweep{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_result(result, "bench_sweep", args.quick, args.out)
     return 0
 
 

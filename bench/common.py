@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Sequence
 
 
@@ -54,3 +56,12 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
         print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |")
         if index == 0:
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+
+
+def write_result(result: dict, name: str, quick: bool, out: str | None = None) -> Path:
+    """Write a benchmark's figures to ``out`` or ``bench/results/<name>[_quick].json``; returns the path."""
+    path = Path(out) if out else Path(__file__).resolve().parent / "results" / f"{name}{'_quick' if quick else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+    return path

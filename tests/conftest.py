@@ -8,10 +8,14 @@ import torch
 from snnconv.config import TrialConfig, apply_overrides
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    """Tests run on a 2-core machine: keep torch from oversubscribing it."""
-    torch.set_num_threads(2)
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run fastest on one torch thread, and far faster when other processes share the
+    cores; restores the setting after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

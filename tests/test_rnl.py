@@ -18,13 +18,7 @@ from snnconv.pipeline import METHOD_RUNNERS, run_trial, stage1
 from snnconv.train import ril_loss, train_ril
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_rnl_model(seed: int = 0) -> nn.Module:

@@ -17,12 +17,7 @@ from snnconv.neurons import IFNeuron, StaticInput, if_neurons, reset_state
 from snnconv.simulate import T_EFF_NOT_REACHED, first_step_within, simulate, spike_fan_out
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def calibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
