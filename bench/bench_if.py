@@ -570,7 +570,9 @@ def print_report(facts: dict[str, str], config: dict, timings: dict[str, dict | 
                  rows: list[dict], agreement: dict, targets: list[dict]) -> None:
     print_header("IF simulation (RNL) against T x ANN forward and SpikingJelly", facts)
     print(f"   config: VGG16 (CIFAR shape), batch {config['batch']}, T = {config['steps']}, "
-          f"{config['repeats']} interleaved repeats, device {config['device']}\n")
+          f"{config['repeats']} interleaved repeats, device {config['device']}")
+    print(f"   1-minute load average: {config['load_average_before']:.2f} before, "
+          f"{config['load_average_after_timings']:.2f} after the timings (2 cores; others' work skews timings)\n")
     print_table(["variant", "seconds (best of n)", "ratio to T x ANN", "ratio to peer best", "peak MiB (working)",
                  "peak / ANN forward"],
                 [[row["label"], _cell(row["seconds"]), _cell(row["ratio_to_t_ann"]), _cell(row["ratio_to_peer_best"]),
@@ -656,8 +658,10 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = evidence()
     config = {"model": "vgg16", "image": [3, 32, 32], "batch": args.batch, "steps": args.steps,
-              "repeats": args.repeats, "threads": args.threads, "device": str(device), "quick": args.quick}
+              "repeats": args.repeats, "threads": args.threads, "device": str(device), "quick": args.quick,
+              "load_average_before": os.getloadavg()[0]}
     timings = measure_timings(args)
+    config["load_average_after_timings"] = os.getloadavg()[0]  # > ~1.5 on 2 cores: others were running
     memory = measure_memory(args)
     agreement = agreement_check(args.batch, args.steps, device)
     profiles = measure_profile(args)
