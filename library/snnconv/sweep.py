@@ -394,13 +394,12 @@ def _latest_sweep_dir(storage: Path, name: str | None) -> Path:
 
 
 def _search_and_scheduler(spec: SweepSpec, total: int):
+    """The Tune search algorithm (random/grid or Optuna NSGA-II) and scheduler (ASHA or none)."""
     from ray.tune.schedulers import ASHAScheduler
-
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # the basic generator limits concurrency itself (TuneConfig's limit applies to Searchers only)
     search_alg = BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent)
-    metric = mode = None
     if spec.search == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -412,7 +411,7 @@ def _search_and_scheduler(spec: SweepSpec, total: int):
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(metric="val_acc", mode="max", grace_period=spec.grace_period,
                                   max_t=spec.max_t, reduction_factor=2)
-    return search_alg, scheduler, metric, mode
+    return search_alg, scheduler
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutcome:
@@ -470,7 +469,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         tune.with_parameters(_trainable, spec=spec, bases=bases, tracker=tracker, threads=threads),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
-    search_alg, scheduler, _, _ = _search_and_scheduler(spec, total)
+    search_alg, scheduler = _search_and_scheduler(spec, total)
     # Ray's classic status table every 30 s (its newer console output prints a box per trial start and end)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Tune's JSON and CSV result files, but not its TensorBoard logger (which warns at every NaN,

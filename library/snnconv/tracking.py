@@ -312,8 +312,10 @@ def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Map
     """Open the child run of ``trial_id``; an unfinished run left by an interrupted attempt of the
     same trial is deleted first, so a resumed sweep never holds two runs of one trial."""
     client = tracker.client
-    for run in search_children(client, tracker.experiment_id, tracker.parent_run_id):
-        if run.data.tags.get("trial_id") == trial_id and run.info.status != "FINISHED":
+    # only this trial's earlier runs: a query per trial start, not a read of the whole sweep
+    query = f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}' and tags.trial_id = '{trial_id}'"
+    for run in client.search_runs([tracker.experiment_id], query):
+        if run.info.status != "FINISHED":
             client.delete_run(run.info.run_id)
     run = client.create_run(
         tracker.experiment_id, run_name=run_name,
