@@ -30,6 +30,18 @@ SPEC = {
 }
 
 
+def recompute_front(runs, cost: str, within_method: bool) -> set[str]:
+    """Run ids no other finished run beats: validation accuracy at the operating point >= and ``cost``
+    <= with one of them strict (among runs of the same method when ``within_method``)."""
+    points = {run.info.run_id: (run.data.params["method"], run.data.metrics["val_acc_op"], run.data.metrics[cost])
+              for run in runs if run.info.status == "FINISHED"}
+
+    def beats(q, p):
+        return (q[0] == p[0] or not within_method) and q[1] >= p[1] and q[2] <= p[2] and (q[1], q[2]) != (p[1], p[2])
+
+    return {run_id for run_id, p in points.items() if not any(beats(q, p) for q in points.values())}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -55,21 +67,27 @@ def test_sweep_then_report_then_mlflow_ui(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     folder = tmp_path / "report"
-    for name in ("report.html", "report.md", "pareto.csv", "front_omega.png", "front_t_eff.png", "acc_curves.png"):
+    for name in ("report.html", "report.md", "pareto.csv", "front_latency.png", "front_energy.png",
+                 "front_omega.png", "acc_curves.png"):
         assert (folder / name).is_file(), name
     for png in folder.glob("*.png"):
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, png.name
     assert "data:image/png;base64," in (folder / "report.html").read_text()
 
-    # the report's front membership agrees with the pareto_* tags the sweep wrote
+    # the sweep's pareto_* tags match a recomputation from the logged metrics (written out here, not
+    # through snnconv.pareto), and the report's front membership agrees with them
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     table = pd.read_csv(folder / "pareto.csv")
-    assert len(table) == 6
-    for _, row in table.iterrows():
-        tags = client.get_run(row["run_id"]).data.tags
-        assert tags["pareto_omega"] == str(bool(row["front_omega"])).lower()
-        assert tags["pareto_t_eff"] == str(bool(row["front_t_eff"])).lower()
+    assert len(table) == 6 and set(table["method"]) == {"rnl", "qcfs"}
+    runs = {row["run_id"]: client.get_run(row["run_id"]) for _, row in table.iterrows()}
+    for front, cost in (("latency", "t_op"), ("energy", "energy_op_mj"), ("omega", "omega")):
+        expected = recompute_front(runs.values(), cost, within_method=front == "omega")
+        tags = {run_id: run.data.tags[f"pareto_{front}"] for run_id, run in runs.items()}
+        assert tags == {run_id: str(run_id in expected).lower() for run_id in runs}, front
+        assert expected, front
+        assert set(table.loc[table[f"front_{front}"], "run_id"]) == expected, front
+    assert "pareto_latency (" in sweep.stdout and "pareto_omega (" in sweep.stdout
 
     # `mlflow ui` started in that folder with no arguments serves the same runs
     port = free_port()

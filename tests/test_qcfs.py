@@ -257,8 +257,16 @@ def test_digits_trial_snn_equals_ann(tmp_path):
     assert result.equiv_max_abs_err <= 1e-9 and result.extra_metrics["equiv_mismatches"] == 0
     assert [m["epoch"] for s, m in progress if s == "finetune"] == [1, 2]
     assert all("val_acc" in m for s, m in progress if s == "finetune")
-    assert result.levels == [4, 16, 1, 2] and len(result.acc_curve) == config.qcfs.t_max  # the plain IF curve
-    assert result.extra_metrics["if_snn_acc"] == result.acc_curve[-1] and result.extra_metrics["if_t_eff"] >= 1
+    # the plain QCFS -> IF curve is a comparison under its own names, never the trial's snn_acc_t
+    assert result.acc_curve == [] and set(result.curves) == {"if_snn_acc_t", "val_if_snn_acc_t"}
+    assert result.levels == [4, 16, 1, 2] and len(result.curves["if_snn_acc_t"]) == config.qcfs.t_max
+    assert result.extra_metrics["if_snn_acc"] == result.curves["if_snn_acc_t"][-1]
+    assert result.extra_metrics["if_t_eff"] >= 1
+    # the operating point is PASCAL's: t_op = T_eff, accuracies PASCAL's exact ones on each split
+    point, metrics = result.operating_point, result.metrics()
+    assert point.t_op == result.t_eff and metrics["t_op"] == metrics["t_eff"]
+    assert point.acc_op == result.snn_acc and point.val_acc_op == result.val_snn_acc == result.val_ann_acc
+    assert point.converged and point.energy_op_mj > 0 and point.kind == "pascal_t_eff"
     assert [row["name"] for row in result.layers] == ["features.2", "features.5", "features.9", "classifier.2"]
     assert [row["levels"] for row in result.layers] == [4, 16, 1, 2]
     for row in result.layers:

@@ -294,6 +294,15 @@ def test_run_trial_rnl_on_digits(digits_stage1, digits_config):
     metrics = result.metrics()
     assert all(isinstance(value, float) for value in metrics.values())
     assert metrics["ann_macs"] > 0 and math.isfinite(metrics["energy_at_t_eff_mj"])
+    # the operating point: chosen on the validation curve, test accuracy read at the same t
+    val_curve, test_curve = result.curves["val_snn_acc_t"], result.curves["snn_acc_t"]
+    assert len(val_curve) == 64 and result.val_snn_acc == val_curve[-1] and result.val_ann_acc > 90
+    t_op = int(metrics["t_op"])
+    assert metrics["t_op"] == t_op and 1 <= t_op <= 64
+    assert metrics["val_acc_op"] == val_curve[t_op - 1] and metrics["acc_op"] == test_curve[t_op - 1]
+    assert all(abs(acc - val_curve[-1]) <= result.latency_tolerance for acc in val_curve[t_op - 1:])
+    assert t_op == 1 or abs(val_curve[t_op - 2] - val_curve[-1]) > result.latency_tolerance
+    assert metrics["converged"] == float(t_op <= 32) and 0 < metrics["energy_op_mj"]
 
 
 def test_stage2_is_the_same_after_a_cache_miss_and_a_hit(tmp_path):

@@ -122,6 +122,62 @@ def test_param_space_decodes_to_trial_overrides(tmp_path):
     assert qcfs == {"method": "qcfs", "qcfs.levels": [8, 2, 1, 4]}
 
 
+# ------------------------------------------------------------------ choosing on validation
+
+# two trials at the same latency, energy and Ω: "a" is better on validation, "b" on test
+DISAGREEING = {"a": {"val_acc_op": 95.0, "acc_op": 90.0}, "b": {"val_acc_op": 90.0, "acc_op": 95.0}}
+SAME_COSTS = {"t_op": 8.0, "energy_op_mj": 0.01, "omega": 1.5, "converged": 1.0}
+
+
+def test_fronts_follow_validation_unless_told_otherwise(tmp_path):
+    from snnconv import tracking
+    from snnconv.sweep import finish_sweep
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = tracking.start_sweep(uri, "snnconv", "sweep-choice", {}, {tracking.SELECT_ON_TAG: "val"})
+    run_ids = {}
+    for name, accuracies in DISAGREEING.items():
+        run_ids[name] = tracking.start_trial(tracker, name, name, {"method": "rnl", "latency_tolerance": 1.0})
+        tracking.log_progress(tracker, run_ids[name], {**accuracies, **SAME_COSTS}, 0)
+        tracking.end_trial(tracker, run_ids[name])
+    client, _ = children(uri, tracker.parent_run_id)
+    fronts = ("pareto_latency", "pareto_energy", "pareto_omega")
+    for select_on, chosen in (("val", "a"), ("test", "b")):
+        outcome = finish_sweep(tracker, tmp_path / select_on, select_on)
+        for name, run_id in run_ids.items():
+            tags = client.get_run(run_id).data.tags
+            assert [tags[front] for front in fronts] == [str(name == chosen).lower()] * 3, (select_on, name)
+        assert outcome.select_on == select_on
+        assert (tmp_path / select_on / "pareto" / "front_latency.png").is_file()
+
+
+def test_optuna_is_told_the_validation_accuracy(tmp_path):
+    import optuna
+
+    from snnconv.sweep import _search_and_scheduler
+
+    for select_on, chosen in (("val", "a"), ("test", "b")):
+        spec = load_spec(config_file=str(write_spec(tmp_path, search="optuna", select_on=select_on)))
+        storage = optuna.storages.InMemoryStorage()
+        search_alg, _ = _search_and_scheduler(spec, 4, optuna_storage=storage)
+        search_alg.set_search_properties(None, None, build_param_space(spec, spec.methods))
+        for name, accuracies in DISAGREEING.items():
+            assert search_alg.suggest(name) is not None
+            search_alg.on_trial_complete(name, {**accuracies, **SAME_COSTS})
+        study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+        assert [trial.values for trial in study.best_trials] == [
+            [DISAGREEING[chosen]["val_acc_op" if select_on == "val" else "acc_op"], SAME_COSTS["t_op"]]]
+
+
+def test_bad_selection_settings_are_refused(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="select_on: unknown value 'train'"):
+        load_spec(config_file=str(write_spec(tmp_path, select_on="train")))
+    with pytest.raises(ConfigError, match="omega cannot rank rnl and qcfs trials together"):
+        load_spec(config_file=str(write_spec(tmp_path, search="optuna", objective="omega")))
+    assert load_spec(config_file=str(write_spec(tmp_path, search="optuna", objective="omega",
+                                                methods=["rnl"]))).objective == "omega"
+
+
 # ------------------------------------------------------------------ real sweeps
 
 def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ray_local):
@@ -131,35 +187,50 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
     client, runs = children(uri, outcome.parent_run_id)
     parent = client.get_run(outcome.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["snnconv.role"] == "sweep"
+    assert parent.data.tags["snnconv.select_on"] == "val"
     assert parent.data.params["sweep.num_samples"] == "2"
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.data.params["method"] for r in runs) == ["qcfs", "qcfs", "rnl", "rnl"]
     for run in runs:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-        for name in ("model", "dataset", "seed", "stage1_key", "lr"):
+        for name in ("model", "dataset", "seed", "stage1_key", "lr", "latency_tolerance"):
             assert name in params, name
-        for name in ("ann_acc", "snn_acc", "omega", "t_eff", "synops", "energy_mj"):
+        for name in ("val_ann_acc", "ann_acc", "val_snn_acc", "snn_acc", "t_op", "val_acc_op", "acc_op",
+                     "energy_op_mj", "converged", "omega", "t_eff", "synops", "energy_mj"):
             assert name in metrics, name
-        assert tags["pareto_omega"] in ("true", "false") and tags["pareto_t_eff"] in ("true", "false")
-        assert 0 <= metrics["snn_acc"] <= 100
-        history = client.get_metric_history(run.info.run_id, "snn_acc_t")
-        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 9))
+        assert {tags[f"pareto_{name}"] for name in ("latency", "energy", "omega")} <= {"true", "false"}
+        assert "pareto_t_eff" not in tags
+        assert 0 <= metrics["snn_acc"] <= 100 and metrics["converged"] in (0.0, 1.0)
+
+        def curve(key):
+            history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+            return {m.step: m.value for m in history}
+
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert "layers.csv" in artifacts and "model" in artifacts
+        assert {"layers.csv", "acc_curves.csv", "model"} <= artifacts
         if params["method"] == "rnl":
             assert {"lam", "sharescale", "scale_init"} <= set(params)
+            test_curve, val_curve = curve("snn_acc_t"), curve("val_snn_acc_t")
+            assert list(test_curve) == list(val_curve) == list(range(1, 9))
+            t_op = metrics["t_op"]
+            assert t_op == int(t_op) and metrics["acc_op"] == test_curve[t_op]
+            assert metrics["val_acc_op"] == val_curve[t_op] and metrics["val_snn_acc"] == val_curve[8]
         else:
             assert len(json.loads(params["levels"])) == 4
             assert metrics["equiv_max_abs_err"] <= 1e-6
+            assert metrics["t_op"] == metrics["t_eff"] and metrics["acc_op"] == metrics["snn_acc"]
+            assert curve("snn_acc_t") == {} and list(curve("val_if_snn_acc_t")) == list(range(1, 9))
     # one stage-1 training per key: one per method here
     for method in ("rnl", "qcfs"):
         keys = {r.data.params["stage1_key"] for r in runs if r.data.params["method"] == method}
         hits = [r.data.metrics["stage1_cache_hit"] for r in runs if r.data.params["method"] == method]
         assert len(keys) == 1 and sorted(hits) == [0.0, 1.0]
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
-    assert any(r.data.tags["pareto_omega"] == "true" for r in runs)
+    for method in ("rnl", "qcfs"):  # the omega front is taken within each method: one of each is on it
+        assert any(r.data.tags["pareto_omega"] == "true" for r in runs if r.data.params["method"] == method)
     parent_files = {a.path for a in client.list_artifacts(outcome.parent_run_id, "pareto")}
-    assert {"pareto/pareto.csv", "pareto/front_omega.png", "pareto/front_t_eff.png"} <= parent_files
+    assert {"pareto/pareto.csv", "pareto/front_latency.png", "pareto/front_energy.png",
+            "pareto/front_omega.png"} <= parent_files
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
@@ -172,12 +243,12 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     assert status["0.05"].info.status == "FINISHED"
     failed = status["1000000000000.0"]
     assert failed.info.status == "FAILED" and "NonFiniteLossError" in failed.data.tags["error"]
-    assert failed.data.tags["pareto_omega"] == "false"
+    assert {failed.data.tags[f"pareto_{name}"] for name in ("latency", "energy", "omega")} == {"false"}
 
 
 def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="t_eff")
+    path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="energy")
     outcome = run_sweep(load_spec(config_file=str(path)), SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r")))
     _, runs = children(uri, outcome.parent_run_id)
     assert len(runs) == 4

@@ -1,25 +1,51 @@
-"""Pareto fronts of a sweep: accuracy against latency cost (Ω, T_eff, energy), as data, plots and a report.
+"""Pareto fronts of a sweep: accuracy at each trial's operating point against its latency, energy and Ω.
 
-Everything here takes a trial table (a ``pandas.DataFrame``, one row per trial run: ``run_id``,
-``run_name``, ``status``, params such as ``method``, ``lam``, ``levels``, and metrics such as
-``snn_acc``, ``omega``, ``t_eff``) and returns arrays or writes files; none of it knows MLflow.
-``snnconv.tracking`` reads such a table from MLflow; ``snnconv.pareto_report`` builds the report
-folder and the ``analysis/pareto.py`` command on top of this module. A sweep uses ``front_tags``
-and ``write_sweep_fronts`` at its end.
+Everything here takes a trial table (a ``pandas.DataFrame``, one row per trial run, as
+``snnconv.tracking.load_sweep`` reads it: ``run_id``, ``run_name``, ``status``, params such as
+``method``, ``lam``, ``levels``, and metrics) and returns arrays or writes files; none of it knows
+MLflow. ``snnconv.pareto_report`` builds the report folder and the ``analysis/pareto.py`` command
+on top of this module. A sweep calls ``front_tags`` and ``write_sweep_fronts`` at its end.
+
+What a front compares
+---------------------
+Each trial logs an **operating point**: ``t_op`` (latency: rate-coded IF time steps for rnl, an
+integer; PASCAL's energy-normalised T_eff for qcfs, a float), ``val_acc_op`` / ``acc_op`` (accuracy
+in percent at ``t_op`` on the validation / test split), ``energy_op_mj`` (energy per image at
+``t_op``, mJ) and ``converged`` (0 when an rnl trial did not reach its tolerance within T_max).
+The **accuracy objective** is ``val_acc_op`` when the sweep selects on the validation split
+(``select_on = "val"``, the default) and ``acc_op`` when it selects on the test split
+(``accuracy_column``); choosing on the test split leaves no unbiased estimate of the chosen runs'
+accuracy. ``FRONTS`` names the three fronts (``FrontSpec``):
+
+* ``latency``: max accuracy, min ``t_op``, all methods together;
+* ``energy``: max accuracy, min ``energy_op_mj``, all methods together;
+* ``omega``: max accuracy, min ``omega``, **within each method** (Ω of rnl is measured on its
+  Rate-Norm activations, Ω of qcfs on a/λ: the two are not comparable). The analysis keeps one
+  ``Front`` per method, keyed ``"omega:rnl"``, ``"omega:qcfs"``, each with its own knee and
+  hypervolume; a run is on the omega front (column ``front_omega``, tag ``pareto_omega``) when it is
+  on its own method's sub-front, and ``knee_omega`` marks each method's knee.
+
+With both ``latency`` and ``energy`` analysed there is also a ``joint`` front over accuracy,
+``t_op`` and ``energy_op_mj`` together (omega is per method, so it takes no part).
+
+**Legacy sweeps**, logged before operating points existed, have only ``snn_acc`` (test split),
+``omega`` and ``t_eff``; ``analyse_legacy`` gives them the old fronts (``LEGACY_FRONTS``: snn_acc
+against ``t_eff`` and against ``omega``, all methods together, named ``t_eff`` and ``omega``). Those
+fronts were chosen on the test split and mix two latency definitions (IF steps and PASCAL T_eff).
 
 Definitions
 -----------
 * **Dominance**: run a dominates run b when a is no worse in every objective and strictly better in
   one (accuracy is maximised, every cost minimised). The **front** is the set of runs no other
-  finished run dominates; identical points do not dominate each other, so duplicates are all on it.
-  Runs that did not finish, or whose value of any objective is missing, NaN or infinite, are on no
-  front and do not take part in the comparison.
+  competing run dominates; identical points do not dominate each other, so duplicates are all on
+  it. Runs that did not finish, or whose value of any objective is missing, NaN or infinite, are on
+  no front and do not take part in the comparison.
 * **Hypervolume**: the area (volume, for more than two objectives) that the front dominates inside
-  the box bounded by the **reference point**: ``snn_acc = 0 %`` and, for each cost,
-  ``1.1 x`` the largest finite value of that cost among the finished runs analysed (all compared
-  sweeps together, so their hypervolumes are comparable; 1.0 where that largest value is 0 or
-  there is none). Units: percent x cost units. ``hypervolume_norm`` divides by the box volume
-  (``100 x reference cost ...``), a fraction in [0, 1].
+  the box bounded by the **reference point**: accuracy 0 % and, for each cost, ``1.1 x`` the largest
+  finite value of that cost among the finished runs analysed (of the front's method, for a
+  per-method front; all compared sweeps together, so their hypervolumes are comparable; 1.0 where
+  that largest value is 0 or there is none). Units: percent x cost units. ``hypervolume_norm``
+  divides by the box volume (``100 x reference cost ...``), a fraction in [0, 1].
 * **Knee** of a 2-D front: scale accuracy and cost to [0, 1] over the front (0 = the best value);
   the front's two end points then lie at (0, 1) and (1, 0). The knee is the front run farthest from
   the straight line through them on the side of the ideal point (0, 0), i.e. the run with the
@@ -44,29 +70,95 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-ACCURACY = "snn_acc"
-#: what each objective wants; the costs are the latency / energy measures a front trades accuracy against
-SENSES: Mapping[str, str] = {"snn_acc": "max", "omega": "min", "t_eff": "min", "energy_mj": "min",
-                             "synops": "min"}
-COSTS = ("omega", "t_eff", "energy_mj", "synops")
-DEFAULT_COSTS = ("omega", "t_eff")
-#: name of the front over accuracy and every cost together
+#: the split a sweep selects its fronts on -> the accuracy column (percent) that is maximised
+SELECTION_ACCURACY: Mapping[str, str] = {"val": "val_acc_op", "test": "acc_op"}
+#: the accuracy of legacy sweeps (test split, at T_max)
+LEGACY_ACCURACY = "snn_acc"
+#: the accuracy end of every hypervolume box (percent)
+ACCURACY_REFERENCE = 0.0
+#: name of the front over accuracy and every cross-method cost together
 JOINT = "joint"
 #: the reference point's cost is (1 + REFERENCE_MARGIN) x the largest cost seen
 REFERENCE_MARGIN = 0.1
-#: columns of the terminal / report front table: (column, heading)
-TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"),
-                 ("sharescale", "sharescale"), ("levels", "levels"), ("snn_acc", "snn_acc"),
-                 ("omega", "omega"), ("t_eff", "t_eff"))
-_METHOD_COLOURS = {"rnl": "tab:blue", "qcfs": "tab:orange"}
+#: plot colour and marker per method; any other method gets ``OTHER_STYLE``
+METHOD_STYLES: Mapping[str, tuple[str, str]] = {"rnl": ("tab:blue", "o"), "qcfs": ("tab:orange", "s")}
+OTHER_STYLE = ("tab:green", "^")
+#: what Ω measures for each method (it is computed on different activations)
+OMEGA_MEANING: Mapping[str, str] = {"rnl": "Ω on Rate-Norm activations", "qcfs": "Ω on a/λ"}
+UNCONVERGED_LABEL = "unconverged (raise T_max)"
 
 
 class AnalysisError(ValueError):
-    """A problem with what was asked of the analysis (bad objective, nothing to analyse)."""
+    """A problem with what was asked of the analysis (bad front or split, nothing to analyse)."""
 
 
 class ParetoWarning(UserWarning):
     """Runs were left out of a front; the message names them."""
+
+
+@dataclass(frozen=True)
+class FrontSpec:
+    """One named front: accuracy (maximised) against ``cost`` (minimised).
+
+    ``name`` names the CSV columns ``front_<name>`` / ``knee_<name>``, the run tag
+    ``pareto_<name>`` and the plot ``front_<name>.png``; ``per_method`` fronts are computed within
+    each method separately (the cost is not comparable across methods); ``axis`` is the cost's axis
+    title with its unit.
+    """
+
+    name: str
+    cost: str
+    per_method: bool
+    axis: str
+
+    @property
+    def tag(self) -> str:
+        """The child-run tag the sweep sets: ``pareto_<name>``."""
+        return f"pareto_{self.name}"
+
+
+FRONTS: Mapping[str, FrontSpec] = {
+    "latency": FrontSpec("latency", "t_op", False, "latency t_op (rnl: IF time steps; qcfs: PASCAL T_eff)"),
+    "energy": FrontSpec("energy", "energy_op_mj", False, "energy per image at the operating point (mJ)"),
+    "omega": FrontSpec("omega", "omega", True, "Ω (mean)"),
+}
+FRONT_NAMES: tuple[str, ...] = tuple(FRONTS)
+#: fronts of sweeps logged before operating points: snn_acc (test split) against t_eff and omega,
+#: all methods together, under the names the sweep's tags had then (``pareto_t_eff``, ``pareto_omega``)
+LEGACY_FRONTS: Mapping[str, FrontSpec] = {
+    "latency": FrontSpec("t_eff", "t_eff", False, "T_eff (time steps; rnl and qcfs define it differently)"),
+    "omega": FrontSpec("omega", "omega", False, "Ω (mean; rnl and qcfs measure it differently)"),
+}
+
+
+def accuracy_column(select_on: str) -> str:
+    """The accuracy column a front maximises: ``val_acc_op`` for "val", ``acc_op`` for "test"."""
+    if select_on not in SELECTION_ACCURACY:
+        raise AnalysisError(f"select_on must be one of {list(SELECTION_ACCURACY)}, got {select_on!r}")
+    return SELECTION_ACCURACY[select_on]
+
+
+def resolve_fronts(names: Sequence[str], legacy: bool = False) -> tuple[FrontSpec, ...]:
+    """The ``FrontSpec`` of each name in ``names`` (of ``FRONTS``, or ``LEGACY_FRONTS`` when ``legacy``)."""
+    known = LEGACY_FRONTS if legacy else FRONTS
+    names = tuple(names)
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        what = "a sweep logged before operating points has the fronts" if legacy else "fronts must be one or more of"
+        raise AnalysisError(f"{what} {list(known)}, got {list(names)}")
+    if len(set(names)) != len(names):
+        raise AnalysisError(f"fronts repeat: {list(names)}")
+    return tuple(known[n] for n in names)
+
+
+def is_legacy(trials: pd.DataFrame) -> bool:
+    """Whether ``trials`` were logged before operating points: no run has a finite ``t_op``,
+    ``val_acc_op`` or ``acc_op``, and some run has a finite ``snn_acc``."""
+    def any_finite(column: str) -> bool:
+        values = pd.to_numeric(trials[column], errors="coerce") if column in trials else pd.Series([], dtype=float)
+        return bool(np.isfinite(values.to_numpy(dtype=float)).any())
+
+    return not any(any_finite(c) for c in ("t_op", *SELECTION_ACCURACY.values())) and any_finite(LEGACY_ACCURACY)
 
 
 # =============================================================================================
@@ -184,55 +276,86 @@ def knee_index(values: np.ndarray, senses: Sequence[str]) -> int | None:
 # =============================================================================================
 
 
-def check_costs(costs: Sequence[str]) -> tuple[str, ...]:
-    """``costs`` as a tuple after checking each is a known cost and none repeats."""
-    costs = tuple(costs)
-    unknown = [c for c in costs if c not in COSTS]
-    if not costs or unknown:
-        raise AnalysisError(f"objectives must be one or more of {list(COSTS)}, got {list(costs)}")
-    if len(set(costs)) != len(costs):
-        raise AnalysisError(f"objectives repeat: {list(costs)}")
-    return costs
-
-
 def _require_columns(trials: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in trials.columns]
     if missing:
         raise AnalysisError(f"trial table lacks columns {missing} (has {list(trials.columns)})")
 
 
-def objective_values(trials: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
-    """(n, d) float values of ``objectives``; NaN for runs that did not finish and for missing columns."""
-    values = np.array(trials.reindex(columns=list(objectives)).apply(pd.to_numeric, errors="coerce"), dtype=float)
-    if "status" in trials.columns:
-        values[(trials["status"] != "FINISHED").to_numpy()] = np.nan
+def finished_mask(trials: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: the runs that finished (every run when there is no ``status`` column)."""
+    if "status" not in trials.columns:
+        return np.ones(len(trials), dtype=bool)
+    return (trials["status"] == "FINISHED").to_numpy()
+
+
+def objective_values(trials: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """(n, d) float values of ``columns``; NaN for runs that did not finish and for missing columns."""
+    values = np.array(trials.reindex(columns=list(columns)).apply(pd.to_numeric, errors="coerce"), dtype=float)
+    values = values.reshape(len(trials), len(columns))
+    values[~finished_mask(trials)] = np.nan
     return values
 
 
-def front_mask(trials: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
-    """Which rows of ``trials`` are on the front of ``objectives`` (senses from ``SENSES``).
+def method_names(trials: pd.DataFrame) -> np.ndarray:
+    """(n,) object array: each run's ``method`` param, "unknown" where it is missing."""
+    methods = trials["method"] if "method" in trials.columns else pd.Series([None] * len(trials), index=trials.index)
+    return np.array([m if isinstance(m, str) and m else "unknown" for m in methods], dtype=object)
 
-    Only finished runs (``status`` FINISHED, when the column exists) with finite values compete;
-    an objective with no column leaves every row off the front.
+
+def methods_present(tables: Sequence[pd.DataFrame]) -> list[str]:
+    """The methods of the finished runs of ``tables``: rnl, qcfs first, then the rest sorted."""
+    return ordered_methods({m for t in tables for m in method_names(t)[finished_mask(t)]})
+
+
+def ordered_methods(methods: Any) -> list[str]:
+    """The distinct ``methods`` in display order: rnl, qcfs first, then the rest sorted."""
+    found = set(methods)
+    return [m for m in METHOD_STYLES if m in found] + sorted(found - set(METHOD_STYLES))
+
+
+def front_groups(trials: pd.DataFrame, spec: FrontSpec,
+                 methods: Sequence[str] | None = None) -> list[tuple[str, str | None, np.ndarray]]:
+    """``(key, method, in_group)`` per front of ``spec``: the runs (bool, shape (n,)) that compete.
+
+    A cross-method spec is one group, keyed by its name, of every run; a per-method spec is one
+    group per method (default: those of the finished runs), keyed ``"<name>:<method>"``.
     """
-    unknown = [o for o in objectives if o not in SENSES]
-    if unknown:
-        raise AnalysisError(f"unknown objectives {unknown}; known: {list(SENSES)}")
-    return pareto_mask(objective_values(trials, objectives), [SENSES[o] for o in objectives])
+    if not spec.per_method:
+        return [(spec.name, None, np.ones(len(trials), dtype=bool))]
+    names = method_names(trials)
+    return [(f"{spec.name}:{m}", m, names == m) for m in (methods if methods is not None else methods_present([trials]))]
 
 
-def front_tags(trials: pd.DataFrame, costs: Sequence[str] = DEFAULT_COSTS) -> dict[str, dict[str, str]]:
-    """``{run_id: {"pareto_<cost>": "true" | "false"}}``: the tags the sweep sets on each child run.
+def _group_values(trials: pd.DataFrame, columns: Sequence[str], in_group: np.ndarray) -> np.ndarray:
+    """``objective_values`` with the rows outside the group set to NaN (so they neither compete nor show)."""
+    values = objective_values(trials, columns)
+    values[~in_group] = np.nan
+    return values
 
-    "true" where no other finished run has snn_acc >= and cost <= with one of them strict; runs
-    that did not finish or whose snn_acc or cost is missing, NaN or inf get "false".
+
+def spec_members(trials: pd.DataFrame, spec: FrontSpec, accuracy: str) -> np.ndarray:
+    """(n,) bool: the rows of ``trials`` on front ``spec`` (for a per-method spec, on their method's front)."""
+    members = np.zeros(len(trials), dtype=bool)
+    for _, _, in_group in front_groups(trials, spec):
+        members |= pareto_mask(_group_values(trials, [accuracy, spec.cost], in_group), ["max", "min"])
+    return members
+
+
+def front_tags(trials: pd.DataFrame, select_on: str = "val") -> dict[str, dict[str, str]]:
+    """``{run_id: {"pareto_latency": "true" | "false", "pareto_energy": ..., "pareto_omega": ...}}``
+    for every row: the tags the sweep sets on each child run.
+
+    "true" where the run is on that front of ``FRONTS`` (accuracy = ``accuracy_column(select_on)``);
+    runs that did not finish or whose accuracy or cost is missing, NaN or inf get "false".
     """
-    costs = check_costs(costs)
+    accuracy = accuracy_column(select_on)
     _require_columns(trials, ["run_id"])
-    tags: dict[str, dict[str, str]] = {run_id: {} for run_id in trials["run_id"]}
-    for cost in costs:
-        for run_id, member in zip(trials["run_id"], front_mask(trials, (ACCURACY, cost))):
-            tags[run_id][f"pareto_{cost}"] = "true" if member else "false"
+    table = trials.reset_index(drop=True)
+    tags: dict[str, dict[str, str]] = {run_id: {} for run_id in table["run_id"]}
+    for spec in FRONTS.values():
+        for run_id, member in zip(table["run_id"], spec_members(table, spec, accuracy)):
+            tags[run_id][spec.tag] = "true" if member else "false"
     return tags
 
 
@@ -240,10 +363,15 @@ def front_tags(trials: pd.DataFrame, costs: Sequence[str] = DEFAULT_COSTS) -> di
 class Front:
     """One front: ``members[i]`` says whether row i of the analysed table is on it.
 
-    ``knee`` is a row position (2-D fronts only); ``reference`` has one value per objective.
+    ``key`` is unique in an analysis ("latency", "omega:rnl", "joint"); ``name`` is the front's
+    name ("omega" for both omega sub-fronts); ``method`` is set for a per-method sub-front.
+    ``objectives`` = (accuracy column, cost column, ...); ``knee`` is a row position (2-D fronts
+    only); ``reference`` has one value per objective.
     """
 
+    key: str
     name: str
+    method: str | None
     objectives: tuple[str, ...]
     members: np.ndarray
     knee: int | None
@@ -260,30 +388,63 @@ class Front:
 class ParetoAnalysis:
     """The fronts of one sweep's trial table.
 
-    ``runs`` is the table (index 0..n-1) plus ``front_<name>`` and ``knee_<name>`` bool columns;
-    ``skipped`` maps each objective to the finished runs left out for a missing/NaN/inf value.
+    ``runs`` is the table (index 0..n-1) plus ``front_<name>`` and ``knee_<name>`` bool columns per
+    analysed spec (the union over methods for a per-method spec) and ``front_joint``; ``accuracy``
+    is the maximised column; ``select_on`` the split it comes from ("val" | "test"); ``legacy`` is
+    True for a sweep logged before operating points; ``fronts`` maps each ``Front.key`` to its
+    front; ``reference`` maps each cost key (the cost, or "<cost>:<method>" for a per-method front)
+    to its reference value; ``skipped`` maps each metric to the finished runs left out for a
+    missing/NaN/inf value.
     """
 
     runs: pd.DataFrame
-    costs: tuple[str, ...]
+    accuracy: str
+    select_on: str
+    legacy: bool
+    specs: tuple[FrontSpec, ...]
     fronts: dict[str, Front]
     reference: dict[str, float]
     counts: dict[str, int]
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
-    def front_runs(self, name: str) -> pd.DataFrame:
-        """The rows on front ``name``, best accuracy first."""
-        on_front = self.runs[self.fronts[name].members]
-        return on_front.sort_values([ACCURACY, *self.fronts[name].objectives[1:]],
-                                    ascending=[False] + [True] * (len(self.fronts[name].objectives) - 1),
-                                    kind="stable")
+    def spec(self, name: str) -> FrontSpec:
+        """The analysed ``FrontSpec`` called ``name``."""
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"front {name!r} was not analysed (analysed: {[s.name for s in self.specs]})")
+
+    def spec_fronts(self, name: str) -> list[Front]:
+        """The fronts of spec ``name``: one, or one per method for a per-method spec."""
+        return [front for front in self.fronts.values() if front.name == name]
+
+    def front_runs(self, key: str) -> pd.DataFrame:
+        """The rows on front ``key`` (a ``Front.key``, or a spec name for the union over methods),
+        best accuracy first (grouped by method for a per-method spec)."""
+        if key in self.fronts:
+            members, cost, per_method = self.fronts[key].members, self.fronts[key].objectives[1], False
+        else:
+            spec = self.spec(key)
+            members, cost, per_method = self.runs[f"front_{spec.name}"].to_numpy(bool), spec.cost, spec.per_method
+        rows = self.runs[members].sort_values([self.accuracy, cost], ascending=[False, True], kind="stable")
+        if per_method:
+            order = {m: i for i, m in enumerate(ordered_methods(method_names(rows)))}
+            rows = rows.iloc[np.argsort([order[m] for m in method_names(rows)], kind="stable")]
+        return rows
 
     def members_of_any_2d_front(self) -> pd.DataFrame:
         """Rows on at least one accuracy-vs-cost front, best accuracy first."""
         on_any = np.zeros(len(self.runs), dtype=bool)
-        for cost in self.costs:
-            on_any |= self.fronts[cost].members
-        return self.runs[on_any].sort_values(ACCURACY, ascending=False, kind="stable")
+        for front in self.fronts.values():
+            if front.key != JOINT:
+                on_any |= front.members
+        return self.runs[on_any].sort_values(self.accuracy, ascending=False, kind="stable")
+
+    def unconverged(self) -> pd.DataFrame:
+        """Finished runs that logged ``converged`` = 0 (their accuracy had not settled at T_max)."""
+        converged = pd.to_numeric(self.runs.get("converged", pd.Series(np.nan, index=self.runs.index)),
+                                  errors="coerce").to_numpy(dtype=float)
+        return self.runs[finished_mask(self.runs) & (converged == 0)]
 
 
 def run_ref(row: Mapping[str, Any]) -> str:
@@ -294,51 +455,101 @@ def run_ref(row: Mapping[str, Any]) -> str:
     return f"{name} ({run_id[:8]})" if name != run_id else run_id
 
 
-def reference_point(tables: Sequence[pd.DataFrame], costs: Sequence[str]) -> dict[str, float]:
-    """The hypervolume reference of the module docstring over the finished runs of all ``tables``."""
-    reference = {ACCURACY: 0.0}
-    for cost in check_costs(costs):
-        columns = [objective_values(t, [cost])[:, 0] for t in tables if cost in t.columns]
-        values = np.concatenate(columns) if columns else np.array([])
-        values = values[np.isfinite(values)]
-        largest = float(values.max()) if len(values) else 0.0
-        reference[cost] = (1.0 + REFERENCE_MARGIN) * largest if largest > 0 else 1.0
+def _cost_key(cost: str, method: str | None) -> str:
+    return cost if method is None else f"{cost}:{method}"
+
+
+def reference_point(tables: Sequence[pd.DataFrame], fronts: Sequence[str] = FRONT_NAMES, *,
+                    legacy: bool = False) -> dict[str, float]:
+    """The hypervolume reference of the module docstring over the finished runs of all ``tables``.
+
+    ``fronts`` are names of ``FRONTS`` (of ``LEGACY_FRONTS`` when ``legacy``). Keys: each
+    cross-method front's cost ("t_op"), and "<cost>:<method>" for each method of a per-method front
+    ("omega:rnl"); values in the cost's units.
+    """
+    return _reference(tables, resolve_fronts(fronts, legacy))
+
+
+def _reference(tables: Sequence[pd.DataFrame], specs: Sequence[FrontSpec]) -> dict[str, float]:
+    reference: dict[str, float] = {}
+    methods = methods_present(tables)
+    for spec in specs:
+        for method in (methods if spec.per_method else [None]):
+            values = np.concatenate([np.array([])] + [_cost_values(t, spec.cost, method) for t in tables])
+            values = values[np.isfinite(values)]
+            largest = float(values.max()) if len(values) else 0.0
+            reference[_cost_key(spec.cost, method)] = (1.0 + REFERENCE_MARGIN) * largest if largest > 0 else 1.0
     return reference
 
 
-def analyse(trials: pd.DataFrame, costs: Sequence[str] = DEFAULT_COSTS,
-            reference: Mapping[str, float] | None = None) -> ParetoAnalysis:
-    """Fronts of snn_acc against each cost, and of snn_acc and all costs together (two or more).
+def _cost_values(trials: pd.DataFrame, cost: str, method: str | None) -> np.ndarray:
+    """The finished runs' values of ``cost`` (of ``method`` only, unless None); NaN where not finite."""
+    if cost not in trials.columns:
+        return np.array([])
+    values = objective_values(trials, [cost])[:, 0]
+    return values if method is None else values[method_names(trials) == method]
 
-    Warns (``ParetoWarning``, naming the runs) about finished runs left out for a missing, NaN or
-    inf value. Raises ``AnalysisError`` when no run finished with a finite snn_acc.
+
+def analyse(trials: pd.DataFrame, fronts: Sequence[str] = FRONT_NAMES, select_on: str = "val",
+            reference: Mapping[str, float] | None = None) -> ParetoAnalysis:
+    """The ``fronts`` (names of ``FRONTS``) of ``trials``, accuracy = ``accuracy_column(select_on)``;
+    with both latency and energy, also the joint front over accuracy, ``t_op`` and ``energy_op_mj``.
+
+    ``reference`` (see ``reference_point``) defaults to this table's own. Warns (``ParetoWarning``,
+    naming the runs) about finished runs left out for a missing, NaN or inf value. Raises
+    ``AnalysisError`` for an unknown front or split, or when no run finished with a finite accuracy.
     """
-    costs = check_costs(costs)
+    accuracy = accuracy_column(select_on)
+    return _analyse(trials, resolve_fronts(fronts), accuracy, select_on, False, reference)
+
+
+def analyse_legacy(trials: pd.DataFrame, fronts: Sequence[str] = tuple(LEGACY_FRONTS),
+                   reference: Mapping[str, float] | None = None) -> ParetoAnalysis:
+    """The fronts of a sweep logged before operating points (``LEGACY_FRONTS``: snn_acc of the test
+    split against t_eff and omega, all methods together, and jointly); otherwise as ``analyse``."""
+    return _analyse(trials, resolve_fronts(fronts, legacy=True), LEGACY_ACCURACY, "test", True, reference)
+
+
+def _analyse(trials: pd.DataFrame, specs: tuple[FrontSpec, ...], accuracy: str, select_on: str, legacy: bool,
+             reference: Mapping[str, float] | None) -> ParetoAnalysis:
     _require_columns(trials, ["run_id", "status"])
     runs = trials.reset_index(drop=True).copy()
-    for column in (ACCURACY, *costs):
+    for column in (accuracy, *(s.cost for s in specs)):
         if column not in runs:
             runs[column] = math.nan
-    finished = (runs["status"] == "FINISHED").to_numpy()
+    finished = finished_mask(runs)
     counts = {"runs": len(runs), "finished": int(finished.sum()),
               "failed": int((runs["status"] == "FAILED").sum())}
     counts["unfinished"] = counts["runs"] - counts["finished"] - counts["failed"]
-    skipped = _skipped_runs(runs, finished, (ACCURACY, *costs))
-    if not (finished & np.isfinite(runs[ACCURACY].to_numpy(dtype=float))).any():
+    skipped = _skipped_runs(runs, finished, (accuracy, *dict.fromkeys(s.cost for s in specs)))
+    if not (finished & np.isfinite(runs[accuracy].to_numpy(dtype=float))).any():
         raise AnalysisError(
             f"nothing to analyse: {counts['runs']} trial runs, {counts['finished']} finished with a finite "
-            f"{ACCURACY}, {counts['failed']} failed, {counts['unfinished']} not finished")
-    reference = dict(reference) if reference is not None else reference_point([runs], costs)
-    groups = {cost: (ACCURACY, cost) for cost in costs}
-    if len(costs) >= 2:
-        groups[JOINT] = (ACCURACY, *costs)
-    fronts = {name: _front(runs, name, objectives, reference) for name, objectives in groups.items()}
-    for name, front in fronts.items():
-        runs[f"front_{name}"] = front.members
-        if name != JOINT:
-            runs[f"knee_{name}"] = np.arange(len(runs)) == (-1 if front.knee is None else front.knee)
-    return ParetoAnalysis(runs=runs, costs=costs, fronts=fronts, reference=reference, counts=counts,
-                          skipped=skipped)
+            f"{accuracy}, {counts['failed']} failed, {counts['unfinished']} not finished")
+    reference = {**_reference([runs], specs), **(reference or {})}
+    fronts: dict[str, Front] = {}
+    for spec in specs:
+        for key, method, in_group in front_groups(runs, spec):
+            cost_key = _cost_key(spec.cost, method)
+            fronts[key] = _front(runs, key, spec.name, method, (accuracy, spec.cost), in_group,
+                                 (reference[cost_key],))
+    joint_costs = [s.cost for s in specs if not s.per_method]
+    if len(joint_costs) >= 2:
+        fronts[JOINT] = _front(runs, JOINT, JOINT, None, (accuracy, *joint_costs), np.ones(len(runs), dtype=bool),
+                               tuple(reference[c] for c in joint_costs))
+    for spec in specs:
+        members = np.zeros(len(runs), dtype=bool)
+        knees = np.zeros(len(runs), dtype=bool)
+        for front in (f for f in fronts.values() if f.name == spec.name):
+            members |= front.members
+            if front.knee is not None:
+                knees[front.knee] = True
+        runs[f"front_{spec.name}"] = members
+        runs[f"knee_{spec.name}"] = knees
+    if JOINT in fronts:
+        runs[f"front_{JOINT}"] = fronts[JOINT].members
+    return ParetoAnalysis(runs=runs, accuracy=accuracy, select_on=select_on, legacy=legacy, specs=specs,
+                          fronts=fronts, reference=reference, counts=counts, skipped=skipped)
 
 
 def _skipped_runs(runs: pd.DataFrame, finished: np.ndarray, metrics: Sequence[str]) -> dict[str, list[str]]:
@@ -350,31 +561,70 @@ def _skipped_runs(runs: pd.DataFrame, finished: np.ndarray, metrics: Sequence[st
             names = [run_ref(row) for _, row in runs[bad].iterrows()]
             skipped[metric] = names
             warnings.warn(f"left out of the fronts using {metric}: {len(names)} finished run(s) with a missing, "
-                          f"NaN or inf {metric}: {', '.join(names)}", ParetoWarning, stacklevel=3)
+                          f"NaN or inf {metric}: {', '.join(names)}", ParetoWarning, stacklevel=4)
     return skipped
 
 
-def _front(runs: pd.DataFrame, name: str, objectives: tuple[str, ...], reference: Mapping[str, float]) -> Front:
-    values = objective_values(runs, objectives)
-    senses = [SENSES[o] for o in objectives]
+def _front(runs: pd.DataFrame, key: str, name: str, method: str | None, objectives: tuple[str, ...],
+           in_group: np.ndarray, cost_reference: tuple[float, ...]) -> Front:
+    """The front of ``objectives`` (accuracy first, then costs) among the rows ``in_group``."""
+    values = _group_values(runs, objectives, in_group)
+    senses = ["max"] + ["min"] * (len(objectives) - 1)
     members = pareto_mask(values, senses)
-    ref = tuple(float(reference[o]) for o in objectives)
+    ref = (ACCURACY_REFERENCE, *(float(v) for v in cost_reference))
     volume = hypervolume(values[members], senses, ref)
     box = math.prod(ref[1:]) * (100.0 - ref[0])
-    return Front(name=name, objectives=objectives, members=members,
+    return Front(key=key, name=name, method=method, objectives=objectives, members=members,
                  knee=knee_index(values, senses) if len(objectives) == 2 else None,
                  hypervolume=volume, hypervolume_norm=volume / box if box > 0 else math.nan, reference=ref)
 
 
 # =============================================================================================
-# tables and files
+# labels, tables and files
 # =============================================================================================
 
+#: columns of the terminal / report front table: (column, heading); "latency" and "converged" are
+#: derived per row (``latency_text``, ``converged_text``)
+TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"), ("levels", "levels"),
+                 ("val_acc_op", "val_acc_op"), ("acc_op", "acc_op"), ("latency", "latency"),
+                 ("energy_op_mj", "energy_op_mj"), ("omega", "omega"), ("converged", "converged"))
+#: the front table of a legacy sweep (no operating point)
+LEGACY_TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"),
+                        ("sharescale", "sharescale"), ("levels", "levels"), ("snn_acc", "snn_acc"),
+                        ("omega", "omega"), ("t_eff", "t_eff"))
 
-def run_label(row: Mapping[str, Any]) -> str:
-    """A plot label: ``λ=<lam>`` for rnl, the L profile (or the compact L list) for qcfs."""
+
+def _number(value: Any) -> float:
+    """``value`` as a float; NaN when it is missing or not a number."""
+    return float(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0])
+
+
+def latency_text(row: Mapping[str, Any]) -> str:
+    """The operating point's latency with its kind: "12 IF steps" (rnl), "T_eff 3.2" (qcfs); "" if none."""
+    t_op = _number(row.get("t_op"))
+    if not np.isfinite(t_op):
+        return ""
     method = row.get("method")
-    lam = pd.to_numeric(pd.Series([row.get("lam")]), errors="coerce").iloc[0]
+    if method == "rnl":
+        steps = int(round(t_op))
+        return f"{steps} IF step{'' if steps == 1 else 's'}"
+    if method == "qcfs":
+        return f"T_eff {t_op:.3g}"
+    return f"t_op {t_op:.3g}"
+
+
+def converged_text(row: Mapping[str, Any]) -> str:
+    """ "yes", "no: raise T_max" (``converged`` = 0), or "-" when not logged."""
+    converged = _number(row.get("converged"))
+    if not np.isfinite(converged):
+        return "-"
+    return "yes" if converged else "no: raise T_max"
+
+
+def setting_label(row: Mapping[str, Any]) -> str:
+    """A run's setting: ``λ=<lam>`` for rnl, the L profile (or the compact L list) for qcfs."""
+    method = row.get("method")
+    lam = _number(row.get("lam"))
     if method == "rnl" and np.isfinite(lam):
         return f"λ={lam:.3g}"
     if method == "qcfs":
@@ -386,6 +636,13 @@ def run_label(row: Mapping[str, Any]) -> str:
             shown = ",".join(str(v) for v in levels[:6]) + (",…" if len(levels) > 6 else "")
             return f"L=[{shown}]"
     return str(row.get("run_name") or str(row.get("run_id", ""))[:8])
+
+
+def run_label(row: Mapping[str, Any], with_latency: bool = True) -> str:
+    """A plot label: the setting and, when logged, the operating point's latency:
+    ``λ=0.1 · 12 IF steps`` (rnl), ``L=al · T_eff 3.2`` (qcfs)."""
+    latency = latency_text(row) if with_latency else ""
+    return f"{setting_label(row)} · {latency}" if latency else setting_label(row)
 
 
 def parse_levels(text: Any) -> list[int] | None:
@@ -401,11 +658,16 @@ def parse_levels(text: Any) -> list[int] | None:
     return None
 
 
-def front_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The display table of ``runs`` (``TABLE_COLUMNS``; missing columns shown as empty)."""
-    table = pd.DataFrame({heading: runs[column] if column in runs else math.nan
-                          for column, heading in TABLE_COLUMNS}, index=runs.index)
-    return table.reset_index(drop=True)
+def front_table(runs: pd.DataFrame, legacy: bool = False) -> pd.DataFrame:
+    """The display table of ``runs`` (``TABLE_COLUMNS``, or ``LEGACY_TABLE_COLUMNS``; missing values empty)."""
+    derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text}
+    table = {}
+    for column, heading in (LEGACY_TABLE_COLUMNS if legacy else TABLE_COLUMNS):
+        if not legacy and column in derived:
+            table[heading] = [derived[column](row) for _, row in runs.iterrows()]
+        else:
+            table[heading] = runs[column] if column in runs else math.nan
+    return pd.DataFrame(table, index=runs.index).reset_index(drop=True)
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -426,7 +688,7 @@ def format_cell(value: Any) -> str:
 
 
 def write_front_csv(analysis: ParetoAnalysis, path: Path | str) -> Path:
-    """``pareto.csv``: every run with its params, objectives, status and ``front_*`` / ``knee_*`` flags."""
+    """``pareto.csv``: every run with its params, metrics, status and ``front_*`` / ``knee_*`` flags."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     analysis.runs.to_csv(path, index=False)
@@ -456,82 +718,128 @@ def save_figure(figure: "Figure", path: Path | str) -> Path:
     return path
 
 
-def axis_label(name: str) -> str:
-    """Axis title of a metric, with its unit."""
-    return {"snn_acc": "SNN accuracy (%)", "omega": "Ω (mean)", "t_eff": "T_eff (time steps)",
-            "energy_mj": "energy per image (mJ)", "synops": "synaptic operations per image"}.get(name, name)
+def axis_label(column: str) -> str:
+    """Axis title of a metric column, with its unit."""
+    costs = {spec.cost: spec.axis for spec in (*FRONTS.values(), *LEGACY_FRONTS.values())}
+    return {"val_acc_op": "validation accuracy at t_op (%)", "acc_op": "test accuracy at t_op (%)",
+            "snn_acc": "SNN test accuracy (%)", "energy_mj": "energy per image (mJ)",
+            "synops": "synaptic operations per image", **costs}.get(column, column)
 
 
-def draw_front(axes: "Axes", trials: pd.DataFrame, x: str, y: str, *, colour: str | None = None,
-                label: str | None = None, annotate: bool = True, show_dominated: bool = True) -> None:
-    """Dominated runs grey, front runs coloured (by method unless ``colour``) and joined, knee starred."""
-    values = objective_values(trials, [x, y])
-    senses = [SENSES[x], SENSES[y]]
-    members = pareto_mask(values, senses)
-    shown = np.isfinite(values).all(axis=1)
-    if show_dominated and (shown & ~members).any():
-        rest = values[shown & ~members]
-        axes.scatter(rest[:, 0], rest[:, 1], color="0.75", s=22, label="dominated" if label is None else None,
-                     zorder=2)
-    front = values[members]
-    order = np.argsort(front[:, 0], kind="stable")
-    axes.step(front[order, 0], front[order, 1], where="post" if SENSES[y] == "max" else "pre",
-              color=colour or "0.3", linewidth=1.2, zorder=3, label=label)
-    rows = trials[members]
-    methods = rows["method"] if "method" in rows else pd.Series([None] * len(rows), index=rows.index)
-    for method in dict.fromkeys(methods):
-        picked = (methods == method).to_numpy()
-        axes.scatter(front[picked, 0], front[picked, 1], zorder=4, s=36,
-                     color=colour or _METHOD_COLOURS.get(method, "tab:green"),
-                     label=f"{method} (front)" if label is None and method else None)
-    knee = knee_index(values, senses)
+def method_style(method: str) -> tuple[str, str]:
+    """(colour, marker) of ``method`` in every plot."""
+    return METHOD_STYLES.get(method, OTHER_STYLE)
+
+
+def panel_title(spec: FrontSpec, method: str) -> str:
+    """Title of one method's panel of a per-method front (says what its Ω measures)."""
+    if spec.cost == "omega" and method in OMEGA_MEANING:
+        return f"{method}: {OMEGA_MEANING[method]}"
+    return method
+
+
+def _unconverged(runs: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: finished runs with ``converged`` = 0."""
+    if "converged" not in runs.columns:
+        return np.zeros(len(runs), dtype=bool)
+    return finished_mask(runs) & (pd.to_numeric(runs["converged"], errors="coerce").to_numpy(dtype=float) == 0)
+
+
+def _scatter(axes: "Axes", points: np.ndarray, colour: str, marker: str, hollow: np.ndarray,
+             label: str | None, **style: Any) -> None:
+    """``points`` (k, 2) filled, the ``hollow`` ones (unconverged) as outlines; one legend label."""
+    for pick, face in ((~hollow, colour), (hollow, "none")):
+        if pick.any():
+            axes.scatter(points[pick, 0], points[pick, 1], marker=marker, facecolor=face, edgecolor=colour,
+                         linewidth=1.1, label=label, **style)
+            label = None
+
+
+def draw_front(axes: "Axes", runs: pd.DataFrame, accuracy: str, cost: str, *, colour: str | None = None,
+               label: str | None = None, annotate: bool = True, show_dominated: bool = True,
+               with_latency: bool = True) -> None:
+    """The front of every row of ``runs`` (``accuracy`` up, ``cost`` along): points coloured and
+    marked by method (``colour`` overrides the colour), dominated ones faded, front ones joined as
+    a staircase and labelled (``run_label``), unconverged ones hollow, the knee starred. With
+    ``label`` the staircase carries it and no other legend entry is made."""
+    values = objective_values(runs, [cost, accuracy])
+    finite = np.isfinite(values).all(axis=1)
+    members = pareto_mask(values, ["min", "max"])
+    methods, hollow = method_names(runs), _unconverged(runs)
+    legend = label is None
+    for method in ordered_methods(methods[finite]):
+        style = {"colour": colour or method_style(method)[0], "marker": method_style(method)[1]}
+        dominated = finite & ~members & (methods == method)
+        if show_dominated and dominated.any():
+            _scatter(axes, values[dominated], hollow=hollow[dominated], label=None, s=20, alpha=0.35, zorder=2,
+                     **style)
+        on_front = members & (methods == method)
+        _scatter(axes, values[on_front], hollow=hollow[on_front], label=method if legend else None, s=42,
+                 zorder=4, **style)
+    order = np.argsort(values[members, 0], kind="stable")
+    axes.step(values[members, 0][order], values[members, 1][order], where="post", color=colour or "0.3",
+              linewidth=1.2, zorder=3, label=label)
+    knee = knee_index(values, ["min", "max"])
     if knee is not None:
         axes.scatter([values[knee, 0]], [values[knee, 1]], marker="*", s=220, facecolor="none",
-                     edgecolor=colour or "black", linewidth=1.3, zorder=5, label="knee" if label is None else None)
-    if annotate:  # one label per point: identical runs share it
-        labels: dict[tuple[float, float], list[str]] = {}
-        for (_, row), (px, py) in zip(rows.iterrows(), front):
-            labels.setdefault((px, py), []).append(run_label(row))
-        for point, texts in labels.items():
-            axes.annotate(", ".join(dict.fromkeys(texts)), point, textcoords="offset points", xytext=(5, 4),
-                          fontsize=7)
+                     edgecolor=colour or "black", linewidth=1.3, zorder=5, label="knee" if legend else None)
+    if legend and show_dominated and (finite & ~members).any():
+        axes.scatter([], [], color="0.6", alpha=0.35, s=20, label="dominated (faded)")
+    if legend and (hollow & finite).any():
+        axes.scatter([], [], facecolor="none", edgecolor="0.3", s=42, label=UNCONVERGED_LABEL)
+    if annotate:
+        _annotate(axes, runs[members], values[members], with_latency)
 
 
-def plot_front(trials: pd.DataFrame, x: str, y: str, path: Path | str, *, title: str | None = None) -> Path:
-    """PNG of the ``y``-vs-``x`` front of ``trials`` (finished runs with finite values) at ``path``.
+def _annotate(axes: "Axes", rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
+    """One label per front point (identical runs share it)."""
+    labels: dict[tuple[float, float], list[str]] = {}
+    for (_, row), (x, y) in zip(rows.iterrows(), points):
+        labels.setdefault((x, y), []).append(run_label(row, with_latency))
+    for point, texts in labels.items():
+        axes.annotate(", ".join(dict.fromkeys(texts)), point, textcoords="offset points", xytext=(5, 4), fontsize=7)
 
-    Dominated runs are grey; front runs are coloured by method, joined as a staircase and labelled
-    (λ or L profile); the knee is starred.
-    """
-    _require_columns(trials, [x, y])
-    unknown = [o for o in (x, y) if o not in SENSES]
-    if unknown:
-        raise AnalysisError(f"unknown objectives {unknown}; known: {list(SENSES)}")
-    figure = new_figure()
-    axes = figure.add_subplot()
-    draw_front(axes, trials, x, y)
-    axes.set_xlabel(axis_label(x))
-    axes.set_ylabel(axis_label(y))
-    axes.set_title(title or f"{y} vs {x}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+
+def plot_front(analysis: ParetoAnalysis, name: str, path: Path | str, *, title: str | None = None) -> Path:
+    """PNG of front ``name`` of ``analysis`` at ``path``: one axes for a cross-method front, one
+    panel per method side by side for a per-method front (each with its method's own front)."""
+    spec = analysis.spec(name)
+    fronts = analysis.spec_fronts(name)
+    figure = new_figure(5.6 * len(fronts) if spec.per_method else 6.4, 4.6)
+    panels = figure.subplots(1, len(fronts), squeeze=False)[0]
+    for axes, front in zip(panels, fronts):
+        rows = analysis.runs if front.method is None else analysis.runs[method_names(analysis.runs) == front.method]
+        draw_front(axes, rows, analysis.accuracy, spec.cost, with_latency=not analysis.legacy)
+        axes.set_xlabel(axis_label(spec.cost))
+        axes.set_ylabel(axis_label(analysis.accuracy))
+        if front.method is not None:
+            axes.set_title(f"{panel_title(spec, front.method)}: {front.size} on its front", fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="best")
+    default = f"{analysis.accuracy} vs {spec.cost}" + (" (each method's own front)" if spec.per_method else "")
+    figure.suptitle(title or default)
     return save_figure(figure, path)
 
 
-def write_sweep_fronts(trials: pd.DataFrame, folder: Path | str, costs: Sequence[str] = DEFAULT_COSTS) -> list[Path]:
-    """What a sweep attaches to its parent run at its end: ``pareto.csv`` and one ``front_<cost>.png``
-    per cost in ``folder``. With no finished run that has a finite snn_acc, the CSV alone (every
-    ``front_*`` flag false)."""
+def write_sweep_fronts(trials: pd.DataFrame, folder: Path | str, select_on: str = "val") -> list[Path]:
+    """What a sweep attaches to its parent run at its end, in ``folder``: ``pareto.csv`` (every run
+    with ``front_<name>`` / ``knee_<name>`` flags) and ``front_latency.png``, ``front_energy.png``,
+    ``front_omega.png``. With no finished run that has a finite accuracy, the CSV alone (every flag
+    false)."""
+    accuracy = accuracy_column(select_on)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        analysis = analyse(trials, costs)
-    except AnalysisError:
+    if not _any_finite_finished(trials, accuracy):
         runs = trials.reset_index(drop=True).copy()
-        for name in (*check_costs(costs), *([JOINT] if len(costs) >= 2 else [])):
-            runs[f"front_{name}"] = False
+        for column in [f"{flag}_{name}" for name in FRONT_NAMES for flag in ("front", "knee")] + [f"front_{JOINT}"]:
+            runs[column] = False
         runs.to_csv(folder / "pareto.csv", index=False)
         return [folder / "pareto.csv"]
+    analysis = analyse(trials, FRONT_NAMES, select_on)
     paths = [write_front_csv(analysis, folder / "pareto.csv")]
-    paths += [plot_front(analysis.runs, cost, ACCURACY, folder / f"front_{cost}.png") for cost in analysis.costs]
+    paths += [plot_front(analysis, spec.name, folder / f"front_{spec.name}.png") for spec in analysis.specs]
     return paths
+
+
+def _any_finite_finished(trials: pd.DataFrame, accuracy: str) -> bool:
+    return accuracy in trials.columns and bool(np.isfinite(objective_values(trials, [accuracy])).any())

@@ -1,11 +1,16 @@
 """One trial end to end: ``run_trial(config) -> TrialResult``. No Ray or MLflow here.
 
-Data flow (DESIGN.md section 3)::
+Data flow::
 
     TrialConfig -> data -> model(activation = rnl | qcfs)
        stage 1: ANN weights through the cache (trained once per key)
        stage 2: rnl -> RIL scale training | qcfs -> layerwise-L fine-tune
-       convert -> simulate -> metrics -> TrialResult
+       convert -> simulate (validation and test splits) -> operating point -> metrics -> TrialResult
+
+Every choice a sweep makes uses the validation split: a trial's operating point (``t_op``,
+``val_acc_op``, see :mod:`snnconv.operating_point`), its Ω and its energy at ``t_op`` are measured on
+validation images; the test split gives the accuracies reported beside them (``acc_op``, ``ann_acc``,
+``snn_acc``) and the test-set operation counts (``synops``, ``energy_mj``).
 
 Progress and intermediate metrics go to an optional ``on_progress(stage, metrics)`` callback, which
 the sweep turns into ``tune.report`` calls.
@@ -32,6 +37,7 @@ from .layers import ActivationFactory, RateNorm, activation_factory
 from .levels import levels_from_al, profile_levels
 from .metrics import al_per_layer, ann_macs, energy_mj, model_omega, qcfs_omega, t_eff_table
 from .models import activation_layers, build_model
+from .operating_point import PASCAL_T_EFF, OperatingPoint, if_operating_point
 from .pascal import evaluate_pascal
 from .simulate import SimulationResult, first_step_within, simulate
 from .train import (EpochCallback, EpochStats, batches, evaluate, finetune_levels, resolve_device, seed_everything,
@@ -146,21 +152,29 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 @dataclass
 class TrialResult:
-    """What one trial produced (accuracies in percent). See DESIGN.md section 5 for the names.
+    """What one trial produced (accuracies in percent; ``val_`` = validation split, none = test split).
 
-    ``layers`` is a per-layer table (one dict per activation layer: name, fan_in, and the
-    method's diagnostics such as threshold, omega, firing_rate, levels, al, equiv_abs_err);
-    ``acc_curve[t-1]`` is the SNN accuracy after t time steps.
+    The names are the MLflow metric names of the tracking contract (``docs/tracking.md``).
+    ``operating_point`` is the trial's claim (``t_op``, ``val_acc_op``, ``acc_op``, ``energy_op_mj``,
+    ``converged``); ``curves`` holds the stepped accuracy curves by metric name, each a list whose
+    item t-1 is the accuracy after t time steps: rnl ``snn_acc_t`` / ``val_snn_acc_t``; qcfs its
+    rate-coded IF comparison ``if_snn_acc_t`` / ``val_if_snn_acc_t`` (not its operating point).
+    ``layers`` is a per-layer table (one dict per activation layer: name, fan_in, and the method's
+    diagnostics such as threshold, omega, firing_rate, levels, al, equiv_abs_err).
     """
 
     method: str
     ann_acc: float
+    val_ann_acc: float
     snn_acc: float
+    val_snn_acc: float
+    operating_point: OperatingPoint
+    latency_tolerance: float
     omega: float
     t_eff: float
     synops: float
     energy_mj: float
-    acc_curve: list[float] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
     equiv_max_abs_err: float | None = None
     levels: list[int] | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
@@ -175,12 +189,21 @@ class TrialResult:
     #: the final model (not serialised by ``summary``)
     model: nn.Module | None = field(default=None, repr=False)
 
+    @property
+    def acc_curve(self) -> list[float]:
+        """The test acc(t) curve of the operating point's IF network (rnl; empty for qcfs)."""
+        return self.curves.get("snn_acc_t", [])
+
     def metrics(self) -> dict[str, float]:
-        """The scalar metrics of DESIGN.md section 5 plus the extras (NaN where undefined)."""
+        """The scalar metrics of the tracking contract plus the extras (NaN where undefined)."""
         nan = float("nan")
+        point = self.operating_point
         values = {
-            "ann_acc": self.ann_acc, "snn_acc": self.snn_acc, "omega": self.omega, "t_eff": self.t_eff,
-            "synops": self.synops, "energy_mj": self.energy_mj,
+            "val_ann_acc": self.val_ann_acc, "ann_acc": self.ann_acc,
+            "val_snn_acc": self.val_snn_acc, "snn_acc": self.snn_acc,
+            "t_op": point.t_op, "val_acc_op": point.val_acc_op, "acc_op": point.acc_op,
+            "energy_op_mj": point.energy_op_mj, "converged": float(point.converged),
+            "omega": self.omega, "t_eff": self.t_eff, "synops": self.synops, "energy_mj": self.energy_mj,
             "equiv_max_abs_err": nan if self.equiv_max_abs_err is None else self.equiv_max_abs_err,
             "stage1_seconds": self.stage1_seconds, "trial_seconds": self.seconds,
             "stage1_cache_hit": float(self.stage1_cache_hit),
@@ -210,7 +233,8 @@ def _stage1_progress(on_progress: ProgressCallback) -> EpochCallback:
 def rnl_layer_table(model: nn.Module, omega: Mapping[str, float],
                     simulation: SimulationResult) -> list[dict[str, Any]]:
     """One row per Rate Norm layer of the final RNL model: name, fan_in, running_max, raw scale,
-    p, threshold (the IF threshold), omega (test set), firing_rate, spikes per image, fan_out."""
+    p, threshold (the IF threshold), omega (validation set), and from ``simulation`` (test set)
+    firing_rate, spikes per image over T_max, fan_out."""
     rows = []
     for layer in activation_layers(model):
         module = layer.module
@@ -236,13 +260,17 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     model = copy.deepcopy(first.model)
     ril = train_ril(model, data.train, data.val, rnl, device,
                     on_validate=lambda row: on_progress("stage2", row))
-    omega = model_omega(model, data.test, device, weighting="mean")
+    omega = model_omega(model, data.val, device, weighting="mean")  # also the validation ANN accuracy
+    ann_acc = evaluate(model, data.test, device)
     snn = to_if(model, v_init=rnl.v_init)
+    val_simulation = simulate(snn, data.val, rnl.t_max, device)
     simulation = simulate(snn, data.test, rnl.t_max, device)
-    t_eff = first_step_within(simulation.acc_curve, omega.accuracy, rnl.latency_tolerance)
+    point = if_operating_point(val_simulation.acc_curve, simulation.acc_curve, rnl.latency_tolerance,
+                               val_simulation.energy_at)
+    t_eff = first_step_within(simulation.acc_curve, ann_acc, rnl.latency_tolerance)
     images, _ = next(iter(data.test))
     macs = sum(ann_macs(model, images.to(device)).values())
-    on_progress("simulate", {"snn_acc": simulation.snn_acc, "t_eff": t_eff, "synops": simulation.synops})
+    on_progress("simulate", {"val_acc_op": point.val_acc_op, "t_op": point.t_op, "synops": simulation.synops})
     extra = {
         "stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
         "stage2_start_val_acc": ril.start_val_acc, "stage2_start_omega": ril.start_omega,
@@ -252,11 +280,13 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
         "omega_doubled": omega.aggregate("doubled"), "p_mean": ril.chosen["p"],
         "input_macs": simulation.input_macs, "ann_macs": macs, "ann_energy_mj": energy_mj(0.0, macs),
         "energy_at_t_eff_mj": simulation.energy_at(int(t_eff)) if t_eff <= rnl.t_max else math.nan,
-        "simulation_seconds": simulation.seconds,
+        "simulation_seconds": simulation.seconds + val_simulation.seconds,
     }
     return TrialResult(
-        method="rnl", ann_acc=omega.accuracy, snn_acc=simulation.snn_acc, omega=omega.mean, t_eff=t_eff,
-        synops=simulation.synops, energy_mj=simulation.energy_mj, acc_curve=simulation.acc_curve,
+        method="rnl", ann_acc=ann_acc, val_ann_acc=omega.accuracy, snn_acc=simulation.snn_acc,
+        val_snn_acc=val_simulation.snn_acc, operating_point=point, latency_tolerance=rnl.latency_tolerance,
+        omega=omega.mean, t_eff=t_eff, synops=simulation.synops, energy_mj=simulation.energy_mj,
+        curves={"snn_acc_t": simulation.acc_curve, "val_snn_acc_t": val_simulation.acc_curve},
         layers=rnl_layer_table(model, omega.per_layer, simulation),
         tables={"candidates": ril.candidates}, extra_metrics=extra,
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
@@ -317,14 +347,22 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
                               lr=qcfs.finetune_lr, val_loader=data.val,
                               on_epoch=lambda stats: on_progress("finetune", _epoch_metrics(stats)))
 
-    ann_acc = evaluate(model, data.test, device)
-    # plain QCFS -> IF (rate coding, v(0) = theta/2) on the same model, so both latencies compare
-    rate_coded = simulate(to_if(model, v_init="half"), data.test, qcfs.t_max, device)
+    ann_acc, val_ann_acc = evaluate(model, data.test, device), evaluate(model, data.val, device)
+    # plain QCFS -> IF (rate coding, v(0) = theta/2) on the same model: a comparison curve, logged
+    # under its own names; the trial's operating point is PASCAL's
+    if_network = to_if(model, v_init="half")
+    rate_coded = simulate(if_network, data.test, qcfs.t_max, device)
+    val_rate_coded = simulate(if_network, data.val, qcfs.t_max, device)
     dtype = torch.float64 if qcfs.snn_dtype == "float64" else torch.float32
     snn = evaluate_pascal(model, data.test, device, dtype)
-    omega = qcfs_omega(model, (images for images, _ in batches(data.test, device)))
+    val_snn = evaluate_pascal(model, data.val, device, dtype)
+    omega = qcfs_omega(model, (images for images, _ in batches(data.val, device)))
     teff_rows = t_eff_table(model)
     teff_by_layer = {row.name: row.t_eff for row in teff_rows}
+    t_eff = float(sum(teff_by_layer.values()) / len(teff_by_layer))
+    # PASCAL is exact at its own latency: no curve to settle, so always "converged"
+    point = OperatingPoint(t_op=t_eff, val_acc_op=val_snn.accuracy, acc_op=snn.accuracy,
+                           energy_op_mj=energy_mj(val_snn.synops, val_snn.macs), converged=True, kind=PASCAL_T_EFF)
     equivalence = snn.equivalence
     rows = []
     for layer, level in zip(layers, levels):
@@ -338,9 +376,10 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
             "t_eff_layer": teff_by_layer.get(layer.weight_name, math.nan),
         })
     return TrialResult(
-        method="qcfs", ann_acc=ann_acc, snn_acc=snn.accuracy, omega=omega,
-        t_eff=float(sum(teff_by_layer.values()) / len(teff_by_layer)), synops=snn.synops,
-        energy_mj=energy_mj(snn.synops, snn.macs), acc_curve=rate_coded.acc_curve,
+        method="qcfs", ann_acc=ann_acc, val_ann_acc=val_ann_acc, snn_acc=snn.accuracy,
+        val_snn_acc=val_snn.accuracy, operating_point=point, latency_tolerance=qcfs.latency_tolerance,
+        omega=omega, t_eff=t_eff, synops=snn.synops, energy_mj=energy_mj(snn.synops, snn.macs),
+        curves={"if_snn_acc_t": rate_coded.acc_curve, "val_if_snn_acc_t": val_rate_coded.acc_curve},
         equiv_max_abs_err=equivalence.max_abs_err,
         levels=levels, layers=rows,
         tables={"t_eff": [dataclasses.asdict(row) for row in teff_rows],

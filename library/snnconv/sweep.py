@@ -40,10 +40,19 @@ from .config import METHODS, ConfigError, _from_dict, activation_names, apply_ov
 
 SEARCHES = ("random", "grid", "optuna")
 SCHEDULERS = ("none", "asha")
-OBJECTIVES = ("omega", "t_eff")
+#: the cost Optuna minimises next to maximising the operating-point accuracy -> its metric name
+OBJECTIVES = {"latency": "t_op", "energy": "energy_op_mj", "omega": "omega"}
+#: the split every choice is made on (Optuna, the Pareto tags, the summary); "test" biases the fronts
+SELECT_ON = ("val", "test")
 SPACE_TYPES = ("choice", "uniform", "loguniform", "per_layer", "sorted_uniform")
-#: the keys every tune.report carries (Tune checks searcher / scheduler metrics on each result)
-REPORT_KEYS = ("val_acc", "ann_acc", "snn_acc", "omega", "t_eff")
+#: the keys every tune.report carries (Tune checks searcher / scheduler metrics on each result);
+#: ``val_acc`` is what ASHA compares: the validation accuracy during stage 2 / the fine-tune
+REPORT_KEYS = ("val_acc", "val_acc_op", "acc_op", "t_op", "energy_op_mj", "omega")
+#: why choosing on the test split is refused by default (printed when it is asked for)
+TEST_SELECTION_WARNING = (
+    "warning: --select-on test chooses the search's trials and the Pareto fronts on the test split; the "
+    "test accuracies of the chosen points are then optimistically biased (the test set took part in the "
+    "choice) and no longer estimate how they generalise. Use it only to reproduce earlier results.")
 STATE_FILE = "snnconv_sweep.json"
 #: progress stages reported to Tune (and so to ASHA); stage-1 epochs only go to MLflow
 SCHEDULED_STAGES = ("stage2", "finetune")
@@ -61,8 +70,11 @@ class SweepSpec:
     num_samples: int = 4
     search: str = "random"
     scheduler: str = "none"
-    #: the cost Optuna minimises next to maximising snn_acc: omega | t_eff
-    objective: str = "omega"
+    #: the cost Optuna minimises next to maximising the operating-point accuracy: latency (t_op),
+    #: energy (energy_op_mj) or omega (single-method sweeps only: Ω differs in kind between methods)
+    objective: str = "latency"
+    #: the split that chooses: "val" (validation, default) or "test" (biased; for reproductions only)
+    select_on: str = "val"
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -106,9 +118,13 @@ def validate_spec(spec: SweepSpec) -> None:
     if not spec.methods or any(m not in METHODS for m in spec.methods):
         raise ConfigError(f"methods: {spec.methods!r} is not allowed; choose from {', '.join(METHODS)}")
     for name, value, allowed in (("search", spec.search, SEARCHES), ("scheduler", spec.scheduler, SCHEDULERS),
-                                 ("objective", spec.objective, OBJECTIVES)):
+                                 ("objective", spec.objective, tuple(OBJECTIVES)),
+                                 ("select_on", spec.select_on, SELECT_ON)):
         if value not in allowed:
             raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+    if spec.search == "optuna" and spec.objective == "omega" and len(spec.methods) > 1:
+        raise ConfigError("objective: omega cannot rank rnl and qcfs trials together (rnl's Ω is on Rate Norm "
+                          "activations, qcfs's on a/λ); use --objective latency or energy, or sweep one --method")
     for name in ("num_samples", "max_concurrent", "cpus_per_trial", "grace_period", "max_t"):
         if not getattr(spec, name) > 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(spec, name)!r}")
@@ -245,7 +261,8 @@ def decode_params(params: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
 
 
 def trial_params(config) -> dict[str, Any]:
-    """The MLflow params of one trial (DESIGN.md section 5), only those the method used."""
+    """The MLflow params of one trial (the tracking contract, ``docs/tracking.md``), only those the
+    method used."""
     params: dict[str, Any] = {
         "method": config.method, "model": config.model, "dataset": config.data.name, "seed": config.seed,
         "stage1_epochs": config.stage1.epochs, "stage1_lr": config.stage1.lr,
@@ -254,13 +271,15 @@ def trial_params(config) -> dict[str, Any]:
         rnl = config.rnl
         params.update(lam=rnl.lam, lr=rnl.lr, sharescale=rnl.sharescale, scale_init=rnl.scale_init,
                       scale_mode=rnl.scale_mode, teacher=rnl.teacher, v_init=rnl.v_init, t_max=rnl.t_max,
-                      acc_tolerance=rnl.acc_tolerance, stage2_epochs=rnl.epochs)
+                      acc_tolerance=rnl.acc_tolerance, stage2_epochs=rnl.epochs,
+                      latency_tolerance=rnl.latency_tolerance, latency_unit="IF time steps")
     else:
         qcfs = config.qcfs
         profile = qcfs.levels if isinstance(qcfs.levels, str) else ("custom" if qcfs.levels else "uniform")
         params.update(lr=qcfs.finetune_lr, levels_profile=profile, stage1_levels=qcfs.stage1_levels,
                       threshold_init=qcfs.threshold_init, finetune_epochs=qcfs.finetune_epochs,
-                      al_thresholds=qcfs.al_thresholds, t_max=qcfs.t_max)
+                      al_thresholds=qcfs.al_thresholds, t_max=qcfs.t_max,
+                      latency_tolerance=qcfs.latency_tolerance, latency_unit="PASCAL T_eff")
     return params
 
 
@@ -296,8 +315,9 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         tracking.log_progress(tracker, run_id, {f"{stage}_{k}": v for k, v in metrics.items()}, iteration)
         tracking_seconds += time.perf_counter() - clock
         if stage in SCHEDULED_STAGES:  # what ASHA compares: stage-2 / fine-tune validation, not stage 1
-            last.update({k: float(v) for k, v in metrics.items() if k in REPORT_KEYS})
-            tune.report({**last, "stage": stage, "snn_acc": math.nan, "t_eff": math.nan})
+            if "val_acc" in metrics:
+                last["val_acc"] = float(metrics["val_acc"])
+            tune.report({**last, "stage": stage})
 
     try:
         result = run_trial(config, on_progress=on_progress)
@@ -313,12 +333,12 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
         raise
     metrics = result.metrics()
-    final = {**last, **{k: metrics[k] for k in ("ann_acc", "snn_acc", "omega", "t_eff")}}
-    if math.isnan(final["val_acc"]):
-        final["val_acc"] = metrics["ann_acc"]
-    tune.report({**final, "stage": "done", "synops": metrics["synops"], "energy_mj": metrics["energy_mj"],
-                 "stage1_cache_hit": float(result.stage1_cache_hit), "trial_seconds": result.seconds,
-                 "tracking_seconds": tracking_seconds, "mlflow_run_id": run_id})
+    final = {key: metrics[key] for key in REPORT_KEYS if key != "val_acc"}
+    final["val_acc"] = metrics["val_ann_acc"]  # the final model's validation accuracy (ASHA's metric)
+    tune.report({**final, "stage": "done", "converged": metrics["converged"], "ann_acc": metrics["ann_acc"],
+                 "val_ann_acc": metrics["val_ann_acc"], "snn_acc": metrics["snn_acc"],
+                 "method": result.method, "stage1_cache_hit": float(result.stage1_cache_hit),
+                 "trial_seconds": result.seconds, "tracking_seconds": tracking_seconds, "mlflow_run_id": run_id})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +369,8 @@ class SweepOutcome:
     report_dir: Path | None = None
     #: wall seconds of the sweep's phases: "start" (store, parent run, Ray), "tune" (the trials), "finish"
     timings: dict[str, float] = field(default_factory=dict)
+    #: the split the fronts were chosen on: "val" or "test"
+    select_on: str = "val"
 
 
 def _trial_lines(total: int):
@@ -362,10 +384,13 @@ def _trial_lines(total: int):
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
             r = trial.last_result or {}
-            print(f"[{self.done}/{total}] {trial.trial_id} {trial.config.get('method', '?'):4s} done   "
-                  f"ann {r.get('ann_acc', math.nan):6.2f}%  snn {r.get('snn_acc', math.nan):6.2f}%  "
-                  f"omega {r.get('omega', math.nan):7.3f}  t_eff {r.get('t_eff', math.nan):7.2f}  "
-                  f"{r.get('trial_seconds', math.nan):5.1f}s", flush=True)
+            method = trial.config.get("method", "?")
+            unit = "T_eff" if method == "qcfs" else "IF steps"
+            settled = "" if r.get("converged", 1.0) else "  (not converged: raise T_max)"
+            print(f"[{self.done}/{total}] {trial.trial_id} {method:4s} done   "
+                  f"val {r.get('val_acc_op', math.nan):6.2f}%  test {r.get('acc_op', math.nan):6.2f}%  "
+                  f"at t_op {r.get('t_op', math.nan):6.2f} {unit:8s}  omega {r.get('omega', math.nan):7.3f}  "
+                  f"{r.get('trial_seconds', math.nan):5.1f}s{settled}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
@@ -393,8 +418,11 @@ def _latest_sweep_dir(storage: Path, name: str | None) -> Path:
     return candidates[-1].parent
 
 
-def _search_and_scheduler(spec: SweepSpec, total: int):
-    """The Tune search algorithm (random/grid or Optuna NSGA-II) and scheduler (ASHA or none)."""
+def _search_and_scheduler(spec: SweepSpec, total: int, optuna_storage: Any = None):
+    """The Tune search algorithm (random/grid or Optuna NSGA-II) and scheduler (ASHA or none).
+
+    Optuna maximises the operating-point accuracy of ``spec.select_on`` and minimises the objective's
+    metric; ``optuna_storage`` (an Optuna storage, default in memory) holds its study."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -405,13 +433,18 @@ def _search_and_scheduler(spec: SweepSpec, total: int):
         from ray.tune.search.optuna import OptunaSearch
 
         sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(50, total // 2)), seed=spec.seed)
-        search_alg = OptunaSearch(metric=["snn_acc", spec.objective], mode=["max", "min"], sampler=sampler,
-                                  seed=spec.seed)
+        search_alg = OptunaSearch(metric=[selection_metric(spec.select_on), OBJECTIVES[spec.objective]],
+                                  mode=["max", "min"], sampler=sampler, seed=spec.seed, storage=optuna_storage)
     scheduler = None
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(metric="val_acc", mode="max", grace_period=spec.grace_period,
                                   max_t=spec.max_t, reduction_factor=2)
     return search_alg, scheduler
+
+
+def selection_metric(select_on: str) -> str:
+    """The accuracy every choice uses: ``val_acc_op`` (validation) or ``acc_op`` (test)."""
+    return {"val": "val_acc_op", "test": "acc_op"}[select_on]
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutcome:
@@ -447,12 +480,15 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         flat = _flatten({"sweep": {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("trial", "space")},
                          "trial": bases, "space": spec.space})
         tracker = tracking.start_sweep(tracking_uri, spec.experiment, run_name, flat,
-                                       {"snnconv.preset": spec.name, "snnconv.storage": str(storage_dir)})
+                                       {"snnconv.preset": spec.name, "snnconv.storage": str(storage_dir),
+                                        tracking.SELECT_ON_TAG: spec.select_on})
         storage_dir.mkdir(parents=True, exist_ok=True)
         _state_path(storage_dir).write_text(json.dumps(dataclasses.asdict(tracker), indent=2))
 
+    if spec.select_on == "test":
+        print(TEST_SELECTION_WARNING, file=sys.stderr, flush=True)
     print(f"sweep {run_name}: {total} trials ({', '.join(methods)}), search {spec.search}, "
-          f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time")
+          f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time, choosing on the {spec.select_on} split")
     print(f"tracking: {tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
 
     if not ray.is_initialized():
@@ -477,7 +513,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     reporter = tune.CLIReporter(
-        metric_columns={"snn_acc": "snn_acc", "omega": "omega", "t_eff": "t_eff", "training_iteration": "iter"},
+        metric_columns={"val_acc_op": "val_acc_op", "t_op": "t_op", "omega": "omega", "training_iteration": "iter"},
         parameter_columns={"method": "method"}, max_report_frequency=30, max_progress_rows=10,
         print_intermediate_tables=False, sort_by_metric=False,
     )
@@ -514,7 +550,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
             print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
     timings["tune"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    outcome = finish_sweep(tracker, storage_dir)
+    outcome = finish_sweep(tracker, storage_dir, spec.select_on)
     tracking.end_sweep(tracker, status)
     timings["finish"] = time.perf_counter() - clock
     outcome.timings = timings
@@ -533,36 +569,67 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def finish_sweep(tracker: tracking.SweepTracker, storage_dir: Path) -> SweepOutcome:
-    """Pareto fronts over the finished trials: tags on each child, CSV + PNG on the parent run."""
+def finish_sweep(tracker: tracking.SweepTracker, storage_dir: Path, select_on: str = "val") -> SweepOutcome:
+    """Pareto fronts over the finished trials, chosen on ``select_on``: ``pareto_latency``,
+    ``pareto_energy`` and ``pareto_omega`` tags on each child run, CSV + PNGs on the parent run."""
     from . import pareto
 
     table = tracking.sweep_runs_frame(tracker)
     report_dir = storage_dir / "pareto"
     report_dir.mkdir(parents=True, exist_ok=True)
-    tags = pareto.front_tags(table)
+    tags = pareto.front_tags(table, select_on)
     tracking.set_run_tags(tracker, tags)
-    for column, flag in (("omega", "pareto_omega"), ("t_eff", "pareto_t_eff")):
+    for flag in FRONT_TAGS:
         table[flag] = table["run_id"].map(lambda run_id, f=flag: tags.get(run_id, {}).get(f, "false") == "true")
-    files = pareto.write_sweep_fronts(table, report_dir)
+    files = pareto.write_sweep_fronts(table, report_dir, select_on)
     tracking.log_artifacts(tracker, tracker.parent_run_id, files, "pareto")
     return SweepOutcome(tracker.parent_run_id, tracker.experiment_id, tracker.tracking_uri, storage_dir, table,
-                        report_dir)
+                        report_dir, select_on=select_on)
+
+
+#: the Pareto tags the sweep sets on each child run, and the front each names
+FRONT_TAGS = {"pareto_latency": "accuracy vs t_op, all methods",
+              "pareto_energy": "accuracy vs energy_op_mj, all methods",
+              "pareto_omega": "accuracy vs omega, within each method"}
+
+
+def _latency_text(row: Mapping[str, Any]) -> str:
+    """``12 IF steps`` (rnl) or ``T_eff 3.21`` (qcfs): which latency a trial's t_op is."""
+    t_op = row.get("t_op")
+    if not isinstance(t_op, float) or not math.isfinite(t_op):
+        return "-"
+    return f"T_eff {t_op:.3g}" if row.get("method") == "qcfs" else f"{t_op:.0f} IF steps"
 
 
 def print_summary(outcome: SweepOutcome) -> None:
-    """A short table of the trials and the commands to look further."""
+    """The trials (best selection accuracy first), the three fronts, and the commands to look further."""
     import pandas as pd
 
-    table = outcome.table
-    columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "ann_acc", "snn_acc", "omega",
-                           "t_eff", "pareto_omega", "pareto_t_eff") if c in table.columns]
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+    table = outcome.table.copy()
+    accuracy = selection_metric(outcome.select_on)
+    if len(table):
+        table["latency"] = [_latency_text(row) for _, row in table.iterrows()]
+        table["converged"] = table["converged"].map(lambda v: "-" if pd.isna(v) else ("yes" if v else "NO"))
+    columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "acc_op", "latency",
+                           "energy_op_mj", "omega", "converged", *FRONT_TAGS) if c in table.columns]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print()
-        ordered = table.sort_values(["status", "snn_acc"], ascending=[True, False])[columns]
-        print(ordered.to_string(index=False, na_rep="-"))
+        if len(table):
+            ordered = table.sort_values(["status", accuracy], ascending=[True, False])[columns]
+            print(ordered.to_string(index=False, na_rep="-"))
+        print(f"\n(val_acc_op: validation accuracy at the operating point t_op, which chose; acc_op: test "
+              f"accuracy at the same t_op, the result to report{'; CHOSEN ON TEST' if accuracy == 'acc_op' else ''})")
+        for flag, meaning in FRONT_TAGS.items():
+            on_front = table[table[flag]] if flag in table and len(table) else table.iloc[0:0]
+            names = ", ".join(f"{row['run_name']} ({row[accuracy]:.1f}% at {row['latency']})"
+                              for _, row in on_front.sort_values(accuracy, ascending=False).iterrows())
+            print(f"{flag} ({meaning}): {names or 'none'}")
     finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
+    unsettled = int((table["converged"] == "NO").sum()) if len(table) else 0
     print(f"\n{finished} of {len(table)} trials finished; Pareto fronts: {outcome.report_dir}")
+    if unsettled:
+        print(f"{unsettled} trial(s) did not converge within T_max (their acc(t) still moves in its second half): "
+              f"raise t_max for them")
     uri = outcome.tracking_uri
     ui = "mlflow ui" if uri.startswith("sqlite:") and uri.endswith(str(Path.cwd() / "mlflow.db")) else \
         f"mlflow ui --backend-store-uri {uri}"
@@ -595,8 +662,12 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
     parser.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial (also torch threads)")
     parser.add_argument("--max-concurrent", type=int, help="most trials running at once")
     parser.add_argument("--search", choices=SEARCHES, help="random, grid, or optuna (multi-objective NSGA-II: "
-                                                           "max snn_acc, min the --objective)")
-    parser.add_argument("--objective", choices=OBJECTIVES, help="cost Optuna minimises next to snn_acc")
+                                                           "max the operating-point accuracy, min the --objective)")
+    parser.add_argument("--objective", choices=tuple(OBJECTIVES),
+                        help="cost Optuna minimises next to the accuracy: latency (t_op), energy (energy_op_mj) "
+                             "or omega (one method only)")
+    parser.add_argument("--select-on", choices=SELECT_ON,
+                        help="split that chooses (Optuna, Pareto tags, summary): val (default) or test (biased)")
     parser.add_argument("--scheduler", choices=SCHEDULERS, help="asha stops trials early on stage-2 val accuracy")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here, or "
@@ -614,7 +685,7 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
         if args.method:
             spec.methods = ["rnl", "qcfs"] if args.method == "both" else [args.method]
         for name in ("num_samples", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "search", "objective",
-                     "scheduler", "experiment", "seed"):
+                     "select_on", "scheduler", "experiment", "seed"):
             if getattr(args, name) is not None:
                 setattr(spec, name, getattr(args, name))
         if args.data_dir:

@@ -1,11 +1,12 @@
 """MLflow glue: the only library module (with ``sweep.py``) that imports mlflow, and only lazily.
 
-The tracking contract (DESIGN.md section 5) in brief: one parent run per sweep (tag
-``snnconv.role`` = ``sweep``), one nested child run per trial (tags ``mlflow.parentRunId``,
-``snnconv.role`` = ``trial``, ``trial_id``; params ``method``, ``model``, ``dataset``, ``lam``,
-``lr``, ``sharescale``, ``scale_init``, ``levels``, ``levels_profile``, ``seed``, ``stage1_key``;
-metrics ``ann_acc``, ``snn_acc``, ``snn_acc_t`` (stepped), ``omega``, ``t_eff``, ``synops``,
-``energy_mj``, ``equiv_max_abs_err``; FAILED runs carry an ``error`` tag).
+The tracking contract (``docs/tracking.md`` states it in full) in brief: one parent run per sweep
+(tag ``snnconv.role`` = ``sweep``, ``snnconv.select_on`` = ``val`` | ``test``), one nested child run
+per trial (tags ``mlflow.parentRunId``, ``snnconv.role`` = ``trial``, ``trial_id``); accuracies in
+percent, a ``val_`` prefix for the validation split and none for the test split; each trial's
+operating point ``t_op``, ``val_acc_op``, ``acc_op``, ``energy_op_mj``, ``converged``; FAILED runs
+carry an ``error`` tag; after the sweep each child has ``pareto_latency``, ``pareto_energy`` and
+``pareto_omega`` tags.
 
 Every function takes the tracking URI explicitly and talks to it through its own ``MlflowClient``:
 nothing here changes MLflow's process-wide tracking URI (``mlflow.set_tracking_uri`` also rewrites
@@ -37,12 +38,15 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "snnconv"
 ROLE_TAG = "snnconv.role"
 PARENT_TAG = "mlflow.parentRunId"
+#: the parent run's tag saying which split the sweep chose on: "val" (default) or "test"
+SELECT_ON_TAG = "snnconv.select_on"
 
 #: the contract's trial params and metrics; a loaded frame always has these columns (NaN if absent)
 TRIAL_PARAMS = ("method", "model", "dataset", "lam", "lr", "sharescale", "scale_init", "levels",
-                "levels_profile", "seed", "stage1_key")
-TRIAL_METRICS = ("ann_acc", "snn_acc", "omega", "t_eff", "synops", "energy_mj", "equiv_max_abs_err")
-NUMERIC_PARAMS = ("lam", "lr", "scale_init")
+                "levels_profile", "seed", "stage1_key", "latency_tolerance")
+TRIAL_METRICS = ("val_ann_acc", "ann_acc", "val_snn_acc", "snn_acc", "t_op", "val_acc_op", "acc_op",
+                 "energy_op_mj", "converged", "omega", "t_eff", "synops", "energy_mj", "equiv_max_abs_err")
+NUMERIC_PARAMS = ("lam", "lr", "scale_init", "latency_tolerance")
 TRIAL_TAGS = ("trial_id", "error")
 
 
@@ -83,6 +87,9 @@ class SweepRuns:
     sweep_name: str
     preset: str
     trials: pd.DataFrame
+    #: the parent's ``snnconv.select_on`` tag: "val" or "test"; "" for a sweep logged before the tag
+    #: existed (those chose on the test split)
+    select_on: str = ""
 
 
 def client_for(tracking_uri: str) -> "MlflowClient":
@@ -159,6 +166,7 @@ def load_sweep(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERI
         tracking_uri=uri, experiment_id=found.experiment_id, experiment_name=found.name,
         sweep_id=sweep.info.run_id, sweep_name=sweep.info.run_name or sweep.info.run_id,
         preset=sweep.data.tags.get("snnconv.preset", ""), trials=trials_frame(children),
+        select_on=sweep.data.tags.get(SELECT_ON_TAG, ""),
     )
 
 
@@ -333,7 +341,7 @@ def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float
 
 
 def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", extra_params: Mapping[str, Any]) -> None:
-    """Final metrics, the acc(t) curve as ``snn_acc_t`` (one batch), per-layer tables and weights."""
+    """Final metrics, each accuracy curve as a stepped metric (step = t), per-layer tables and weights."""
     import pandas as pd
     import torch
     from mlflow.entities import Metric
@@ -342,7 +350,8 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", 
     metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
     _batch(client, run_id, metrics=metrics, params=extra_params)
     now = int(time.time() * 1000)
-    curve = [Metric("snn_acc_t", float(acc), now, t) for t, acc in enumerate(result.acc_curve, start=1)]
+    curve = [Metric(name, float(acc), now, t) for name, values in result.curves.items()
+             for t, acc in enumerate(values, start=1)]
     for start in range(0, len(curve), 1000):
         client.log_batch(run_id, metrics=curve[start:start + 1000])
     with tempfile.TemporaryDirectory() as folder:
@@ -350,10 +359,13 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", 
         if result.layers:
             pd.DataFrame(result.layers).to_csv(folder_path / "layers.csv", index=False)
             client.log_artifact(run_id, str(folder_path / "layers.csv"))
-        if result.acc_curve:
-            pd.DataFrame({"t": range(1, len(result.acc_curve) + 1), "snn_acc": result.acc_curve}).to_csv(
-                folder_path / "acc_curve.csv", index=False)
-            client.log_artifact(run_id, str(folder_path / "acc_curve.csv"))
+        if result.curves:
+            steps = max(len(values) for values in result.curves.values())
+            table = pd.DataFrame({"t": range(1, steps + 1)})
+            for name, values in result.curves.items():
+                table[name] = pd.Series(values, dtype=float)
+            table.to_csv(folder_path / "acc_curves.csv", index=False)
+            client.log_artifact(run_id, str(folder_path / "acc_curves.csv"))
         for name, rows in result.tables.items():
             if rows:
                 pd.DataFrame(rows).to_csv(folder_path / f"{name}.csv", index=False)
