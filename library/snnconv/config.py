@@ -109,7 +109,8 @@ class RnlConfig:
     v_init: str = "zero"
     #: simulation length; acc(t) is recorded for every t = 1..t_max
     t_max: int = 64
-    #: t_eff = first t with acc(t) >= ann_acc - latency_tolerance (percentage points)
+    #: the operating point t_op = first t from which the validation acc(t) stays within this many
+    #: percentage points of its value at t_max (also the band of t_eff = first t with acc(t) >= ann_acc - it)
     latency_tolerance: float = 1.0
 
 
@@ -130,7 +131,7 @@ class QcfsConfig:
     al_thresholds: list[float] = field(default_factory=lambda: [20.0, 30.0, 40.0])
     #: batches of the training set used to compute the AL metric
     calibration_batches: int = 2
-    #: length of the plain QCFS -> IF simulation (rate coding); its acc(t) curve is the trial's snn_acc_t
+    #: length of the plain QCFS -> IF comparison simulation (rate coding), logged as if_snn_acc_t
     t_max: int = 32
     #: the plain IF's latency if_t_eff = first t with acc(t) >= ann_acc - latency_tolerance (points)
     latency_tolerance: float = 1.0

@@ -720,7 +720,7 @@ def save_figure(figure: "Figure", path: Path | str) -> Path:
 
 def axis_label(column: str) -> str:
     """Axis title of a metric column, with its unit."""
-    costs = {spec.cost: spec.axis for spec in (*FRONTS.values(), *LEGACY_FRONTS.values())}
+    costs = {spec.cost: spec.axis for spec in (*LEGACY_FRONTS.values(), *FRONTS.values())}  # current ones win
     return {"val_acc_op": "validation accuracy at t_op (%)", "acc_op": "test accuracy at t_op (%)",
             "snn_acc": "SNN test accuracy (%)", "energy_mj": "energy per image (mJ)",
             "synops": "synaptic operations per image", **costs}.get(column, column)
@@ -789,6 +789,7 @@ def draw_front(axes: "Axes", runs: pd.DataFrame, accuracy: str, cost: str, *, co
         axes.scatter([], [], facecolor="none", edgecolor="0.3", s=42, label=UNCONVERGED_LABEL)
     if annotate:
         _annotate(axes, runs[members], values[members], with_latency)
+        axes.margins(x=0.15, y=0.08)  # room for the labels of the end points
 
 
 def _annotate(axes: "Axes", rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
@@ -810,7 +811,7 @@ def plot_front(analysis: ParetoAnalysis, name: str, path: Path | str, *, title: 
     for axes, front in zip(panels, fronts):
         rows = analysis.runs if front.method is None else analysis.runs[method_names(analysis.runs) == front.method]
         draw_front(axes, rows, analysis.accuracy, spec.cost, with_latency=not analysis.legacy)
-        axes.set_xlabel(axis_label(spec.cost))
+        axes.set_xlabel(spec.axis)
         axes.set_ylabel(axis_label(analysis.accuracy))
         if front.method is not None:
             axes.set_title(f"{panel_title(spec, front.method)}: {front.size} on its front", fontsize=10)

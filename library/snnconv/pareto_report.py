@@ -2,9 +2,17 @@
 
 ``write_report`` turns a ``ParetoAnalysis`` (``snnconv.pareto``) into a folder: ``report.html``
 (self-contained: the PNGs are embedded as base64), ``report.md``, ``pareto.csv``, ``summary.json``
-and the plots: each accuracy-vs-cost front, the joint front, the acc(t) curves and per-layer L of
-the front runs, and with a comparison sweep both fronts on one plot per cost. ``main`` reads the
-runs through ``snnconv.tracking`` (MLflow) and prints each front as a table.
+and the plots: each front (``front_latency.png``, ``front_energy.png``, ``front_omega.png`` with
+one panel per method), the joint front, the acc(t) curves of the front's rnl runs with their
+operating points, the per-layer L of the front's qcfs runs, and with a comparison sweep both
+sweeps' fronts on one plot per front. ``main`` reads the runs through ``snnconv.tracking`` (MLflow)
+and prints each front as a table.
+
+Which accuracy a front maximises comes from ``--select-on`` (default: the sweep's own
+``snnconv.select_on`` tag): ``val_acc_op`` (validation split) or ``acc_op`` (test split; the report
+then warns that the fronts are biased). A sweep logged before operating points existed (no
+``select_on`` tag, no ``t_op`` / ``val_acc_op`` metrics) gets the legacy fronts of
+``pareto.analyse_legacy`` and a warning that they were chosen on the test split.
 """
 
 from __future__ import annotations
@@ -23,28 +31,48 @@ import numpy as np
 import pandas as pd
 
 from . import tracking
-from .pareto import (ACCURACY, COSTS, DEFAULT_COSTS, JOINT, AnalysisError, ParetoAnalysis, ParetoWarning,
-                     analyse, axis_label, check_costs, draw_front, format_cell, format_table, front_table,
-                     new_figure, objective_values, parse_levels, plot_front, reference_point, run_label,
-                     save_figure, write_front_csv)
+from .pareto import (FRONT_NAMES, FRONTS, JOINT, LEGACY_FRONTS, AnalysisError, ParetoAnalysis, ParetoWarning,
+                     accuracy_column, analyse, analyse_legacy, axis_label, draw_front, format_cell, format_table,
+                     front_table, is_legacy, method_names, method_style, new_figure, objective_values,
+                     ordered_methods, panel_title, parse_levels, plot_front, reference_point, resolve_fronts,
+                     run_label, run_ref, save_figure, write_front_csv)
+
+#: what the report and the command line say when the fronts are chosen on the test split
+TEST_SPLIT_WARNING = ("the fronts are chosen on the test split (acc_op): choosing on it biases the fronts, and the "
+                      "test split then no longer gives an unbiased estimate of the chosen points' accuracy; "
+                      "choose on the validation split (--select-on val) for trustworthy fronts")
+#: what they say for a sweep logged before operating points existed
+LEGACY_WARNING = ("this sweep was logged before operating points existed: its fronts are selected on the test "
+                  "split (snn_acc), so they are biased, and its latency t_eff mixes two definitions (IF time "
+                  "steps for rnl, PASCAL T_eff for qcfs); rerun the sweep for trustworthy fronts")
+#: the stepped metrics drawn in the acc(t) plot: rnl's validation and test curves; legacy: snn_acc_t
+VAL_CURVE, TEST_CURVE = "val_snn_acc_t", "snn_acc_t"
 
 # =============================================================================================
-# plots beyond the 2-D fronts
+# plots beyond the fronts
 # =============================================================================================
 
 
 def plot_joint(analysis: ParetoAnalysis, path: Path | str) -> Path:
-    """PNG of the first two costs against each other, colour = snn_acc, joint-front runs ringed."""
-    first, second = analysis.costs[:2]
-    values = objective_values(analysis.runs, [first, second, ACCURACY])
+    """PNG of the joint front's first two costs against each other (marker = method, colour =
+    accuracy), joint-front runs ringed."""
+    front = analysis.fronts[JOINT]
+    first, second = front.objectives[1:3]
+    values = objective_values(analysis.runs, [first, second, analysis.accuracy])
     shown = np.isfinite(values).all(axis=1)
-    members = analysis.fronts[JOINT].members
+    methods = method_names(analysis.runs)
     figure = new_figure()
     axes = figure.add_subplot()
-    points = axes.scatter(values[shown, 0], values[shown, 1], c=values[shown, 2], cmap="viridis", s=30, zorder=2)
-    axes.scatter(values[members, 0], values[members, 1], s=110, facecolor="none", edgecolor="crimson",
-                 linewidth=1.3, zorder=3, label=f"front of snn_acc + {' + '.join(analysis.costs)}")
-    figure.colorbar(points, ax=axes, label=axis_label(ACCURACY))
+    low, high = (values[shown, 2].min(), values[shown, 2].max()) if shown.any() else (0.0, 100.0)
+    points = None
+    for method in ordered_methods(methods[shown]):
+        pick = shown & (methods == method)
+        points = axes.scatter(values[pick, 0], values[pick, 1], c=values[pick, 2], cmap="viridis", vmin=low,
+                              vmax=high, marker=method_style(method)[1], s=30, zorder=2, label=method)
+    axes.scatter(values[front.members, 0], values[front.members, 1], s=110, facecolor="none", edgecolor="crimson",
+                 linewidth=1.3, zorder=3, label=f"front of {' + '.join(front.objectives)}")
+    if points is not None:
+        figure.colorbar(points, ax=axes, label=axis_label(analysis.accuracy))
     axes.set_xlabel(axis_label(first))
     axes.set_ylabel(axis_label(second))
     axes.set_title("joint front")
@@ -53,9 +81,44 @@ def plot_joint(analysis: ParetoAnalysis, path: Path | str) -> Path:
     return save_figure(figure, path)
 
 
+def plot_operating_curves(runs: pd.DataFrame, val_curves: Mapping[str, pd.Series],
+                          test_curves: Mapping[str, pd.Series], path: Path | str) -> Path | None:
+    """PNG of acc(t) of the rnl rows of ``runs``: ``val_snn_acc_t`` solid, ``snn_acc_t`` dotted in
+    the same colour, the operating point (t_op, val_acc_op) as a dot; None when no rnl run has a curve.
+
+    qcfs runs are left out: their operating point is PASCAL's exact T_eff, not a point of an IF curve.
+    """
+    rows = [row for _, row in runs.iterrows()
+            if row.get("method") == "rnl" and (row["run_id"] in val_curves or row["run_id"] in test_curves)]
+    if not rows:
+        return None
+    figure = new_figure(7.0, 4.6)
+    axes = figure.add_subplot()
+    for index, row in enumerate(rows):
+        colour = f"C{index % 10}"
+        for curves, style in ((val_curves, "-"), (test_curves, ":")):
+            if row["run_id"] in curves:
+                curve = curves[row["run_id"]]
+                axes.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, linestyle=style, linewidth=1.4,
+                          label=f"{row.get('run_name')}: {run_label(row)}" if style == "-" or
+                          row["run_id"] not in val_curves else None)
+        t_op, val_acc = (pd.to_numeric(pd.Series([row.get(k)]), errors="coerce").iloc[0] for k in ("t_op", "val_acc_op"))
+        if np.isfinite(t_op) and np.isfinite(val_acc):
+            axes.scatter([t_op], [val_acc], color=colour, s=40, zorder=4, edgecolor="black", linewidth=0.6)
+    axes.plot([], [], color="0.3", linestyle="-", label="validation acc(t)")
+    axes.plot([], [], color="0.3", linestyle=":", label="test acc(t)")
+    axes.scatter([], [], color="0.6", edgecolor="black", linewidth=0.6, s=40, label="operating point (t_op, val_acc_op)")
+    axes.set_xlabel("IF time step t")
+    axes.set_ylabel("SNN accuracy after t steps (%)")
+    axes.set_title("acc(t) of the front's rnl runs")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+    return save_figure(figure, path)
+
+
 def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: Path | str) -> Path | None:
-    """PNG of acc(t) of ``runs`` that have a curve (``curves[run_id]``: value by step t), with each run's
-    ANN accuracy dashed in the same colour; None when no run has a curve."""
+    """Legacy sweeps: PNG of ``snn_acc_t`` of ``runs`` that have a curve (``curves[run_id]``: value
+    by step t), each run's ANN accuracy dashed in the same colour; None when no run has a curve."""
     rows = [row for _, row in runs.iterrows() if row["run_id"] in curves]
     if not rows:
         return None
@@ -65,13 +128,13 @@ def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: P
         colour = f"C{index % 10}"
         curve = curves[row["run_id"]]
         axes.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, linewidth=1.4,
-                  label=f"{row.get('run_name')}: {run_label(row)}")
+                  label=f"{row.get('run_name')}: {run_label(row, with_latency=False)}")
         ann = pd.to_numeric(pd.Series([row.get("ann_acc")]), errors="coerce").iloc[0]
         if np.isfinite(ann):
             axes.axhline(ann, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
     axes.plot([], [], color="0.3", linestyle="--", linewidth=0.9, label="ANN accuracy")
     axes.set_xlabel("time step t")
-    axes.set_ylabel("SNN accuracy after t steps (%)")
+    axes.set_ylabel("SNN test accuracy after t steps (%)")
     axes.set_title("acc(t) of the front runs")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="lower right")
@@ -101,19 +164,28 @@ def plot_levels(runs: pd.DataFrame, path: Path | str) -> Path | None:
     return save_figure(figure, path)
 
 
-def plot_compare(sweeps: Sequence[tuple[str, ParetoAnalysis]], cost: str, path: Path | str) -> Path:
-    """PNG of each sweep's snn_acc-vs-``cost`` front on one axes, hypervolume in the legend."""
-    figure = new_figure()
-    axes = figure.add_subplot()
-    for index, (name, analysis) in enumerate(sweeps):
-        front = analysis.fronts[cost]
-        draw_front(axes, analysis.runs, cost, ACCURACY, colour=f"C{index}", annotate=False, show_dominated=False,
-                   label=f"{name}: HV {front.hypervolume:.4g} ({front.hypervolume_norm:.3f})")
-    axes.set_xlabel(axis_label(cost))
-    axes.set_ylabel(axis_label(ACCURACY))
-    axes.set_title(f"fronts compared: snn_acc vs {cost}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+def plot_compare(sweeps: Sequence[tuple[str, ParetoAnalysis]], name: str, path: Path | str) -> Path:
+    """PNG of each sweep's front ``name`` on one axes (one panel per method for a per-method
+    front), each front's hypervolume in the legend."""
+    spec = sweeps[0][1].spec(name)
+    methods = ordered_methods({f.method for _, a in sweeps for f in a.spec_fronts(name)}) if spec.per_method else [None]
+    figure = new_figure(5.6 * len(methods) if spec.per_method else 6.4, 4.6)
+    for axes, method in zip(figure.subplots(1, len(methods), squeeze=False)[0], methods):
+        key = name if method is None else f"{name}:{method}"
+        for index, (sweep, analysis) in enumerate(sweeps):
+            front = analysis.fronts.get(key)
+            if front is None:
+                continue
+            rows = analysis.runs if method is None else analysis.runs[method_names(analysis.runs) == method]
+            draw_front(axes, rows, analysis.accuracy, spec.cost, colour=f"C{index}", annotate=False,
+                       show_dominated=False, label=f"{sweep}: HV {front.hypervolume:.4g} ({front.hypervolume_norm:.3f})")
+        axes.set_xlabel(spec.axis)
+        axes.set_ylabel(axis_label(sweeps[0][1].accuracy))
+        if method is not None:
+            axes.set_title(panel_title(spec, method), fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8, loc="best")
+    figure.suptitle(f"fronts compared: {sweeps[0][1].accuracy} vs {spec.cost}")
     return save_figure(figure, path)
 
 
@@ -124,7 +196,7 @@ def plot_compare(sweeps: Sequence[tuple[str, ParetoAnalysis]], cost: str, path: 
 
 @dataclass
 class Comparison:
-    """Another sweep analysed with the same reference point, shown beside the main one."""
+    """Another sweep analysed with the same accuracy and reference point, shown beside the main one."""
 
     name: str
     analysis: ParetoAnalysis
@@ -142,30 +214,54 @@ class Report:
     plots: dict[str, Path]
 
 
+def selection_text(analysis: ParetoAnalysis) -> str:
+    """One sentence: which accuracy the fronts maximise, and how far to trust it."""
+    if analysis.legacy:
+        return f"Fronts maximise snn_acc (test split). Warning: {LEGACY_WARNING}."
+    if analysis.select_on == "test":
+        return f"Fronts maximise acc_op (test split). Warning: {TEST_SPLIT_WARNING}."
+    return ("Fronts maximise val_acc_op (validation split); acc_op beside it is the test accuracy of the same "
+            "operating point, an unbiased estimate of the chosen runs' accuracy.")
+
+
+def unconverged_text(analysis: ParetoAnalysis) -> str:
+    """Which finished runs did not converge within T_max ("" when none)."""
+    rows = analysis.unconverged()
+    if rows.empty:
+        return ""
+    names = ", ".join(run_ref(row) for _, row in rows.iterrows())
+    return (f"{len(rows)} trial(s) did not converge within T_max (drawn hollow; raise T_max to place their "
+            f"operating point): {names}.")
+
+
 def summary_dict(analysis: ParetoAnalysis) -> dict[str, Any]:
-    """JSON-ready facts: counts, reference point, and per front its size, knee run, hypervolume."""
+    """JSON-ready facts: counts, accuracy and split, reference point, and per front its size, knee
+    run, hypervolume."""
     fronts = {}
-    for name, front in analysis.fronts.items():
+    for key, front in analysis.fronts.items():
         knee = analysis.runs.iloc[front.knee] if front.knee is not None else None
-        fronts[name] = {
-            "objectives": list(front.objectives), "size": front.size,
+        fronts[key] = {
+            "front": front.name, "method": front.method, "objectives": list(front.objectives), "size": front.size,
             "run_ids": analysis.runs.loc[front.members, "run_id"].tolist(),
             "knee_run_id": None if knee is None else knee["run_id"],
             "hypervolume": front.hypervolume, "hypervolume_norm": front.hypervolume_norm,
             "reference": list(front.reference),
         }
-    return {"counts": analysis.counts, "costs": list(analysis.costs), "reference": analysis.reference,
-            "skipped": analysis.skipped, "fronts": fronts}
+    return {"counts": analysis.counts, "accuracy": analysis.accuracy, "select_on": analysis.select_on,
+            "legacy": analysis.legacy, "fronts_analysed": [s.name for s in analysis.specs],
+            "reference": analysis.reference, "skipped": analysis.skipped,
+            "unconverged_run_ids": analysis.unconverged()["run_id"].tolist(), "fronts": fronts}
 
 
 def write_report(analysis: ParetoAnalysis, folder: Path | str, *, title: str, name: str = "this sweep",
-                 facts: Mapping[str, str] | None = None, curves: Mapping[str, pd.Series] | None = None,
+                 facts: Mapping[str, str] | None = None, curves: Mapping[str, Mapping[str, pd.Series]] | None = None,
                  comparison: Comparison | None = None) -> Report:
     """Write the report folder: plots, ``pareto.csv``, ``summary.json``, ``report.md``, ``report.html``.
 
     ``name`` labels this sweep beside a comparison; ``facts`` are shown at the top (e.g. sweep id,
-    experiment); ``curves`` maps run ids to their acc(t) series (value by step t); ``comparison``
-    adds both sweeps' fronts on one plot per cost and their hypervolumes.
+    experiment); ``curves`` maps a stepped metric ("val_snn_acc_t", "snn_acc_t") to ``{run_id:
+    Series(value, index=step t)}``; ``comparison`` adds both sweeps' fronts on one plot per front
+    and their hypervolumes.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,22 +287,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _write_plots(analysis: ParetoAnalysis, name: str, folder: Path, curves: Mapping[str, pd.Series],
+def _write_plots(analysis: ParetoAnalysis, name: str, folder: Path, curves: Mapping[str, Mapping[str, pd.Series]],
                  comparison: Comparison | None) -> dict[str, Path]:
     """Every PNG of the report, by name (acc(t) and levels only when there is something to draw)."""
-    plots = {f"front_{cost}": plot_front(analysis.runs, cost, ACCURACY, folder / f"front_{cost}.png",
-                                         title=f"snn_acc vs {cost}: {analysis.fronts[cost].size} run(s) on the front")
-             for cost in analysis.costs}
+    plots = {f"front_{spec.name}": plot_front(analysis, spec.name, folder / f"front_{spec.name}.png")
+             for spec in analysis.specs}
     if JOINT in analysis.fronts:
         plots["front_joint"] = plot_joint(analysis, folder / "front_joint.png")
     on_fronts = analysis.members_of_any_2d_front()
-    optional = {"acc_curves": plot_acc_curves(on_fronts, curves, folder / "acc_curves.png"),
-                "levels": plot_levels(on_fronts, folder / "levels.png")}
-    plots.update({name: path for name, path in optional.items() if path is not None})
+    if analysis.legacy:
+        acc_curves = plot_acc_curves(on_fronts, curves.get(TEST_CURVE, {}), folder / "acc_curves.png")
+    else:
+        acc_curves = plot_operating_curves(on_fronts, curves.get(VAL_CURVE, {}), curves.get(TEST_CURVE, {}),
+                                           folder / "acc_curves.png")
+    optional = {"acc_curves": acc_curves, "levels": plot_levels(on_fronts, folder / "levels.png")}
+    plots.update({key: path for key, path in optional.items() if path is not None})
     if comparison is not None:
         sweeps = [(name, analysis), (comparison.name, comparison.analysis)]
-        plots.update({f"compare_{cost}": plot_compare(sweeps, cost, folder / f"compare_{cost}.png")
-                      for cost in analysis.costs})
+        plots.update({f"compare_{spec.name}": plot_compare(sweeps, spec.name, folder / f"compare_{spec.name}.png")
+                      for spec in analysis.specs})
     return plots
 
 
@@ -220,47 +319,77 @@ class _Section:
 
 def hypervolume_table(analysis: ParetoAnalysis, name: str = "this sweep",
                       comparison: Comparison | None = None) -> pd.DataFrame:
-    """One row per front (and per sweep with a comparison): size, knee, hypervolume, reference."""
+    """One row per front (per method for a per-method front, and per sweep with a comparison):
+    size, knee, hypervolume, reference."""
     rows = []
     for sweep, result in [(name, analysis)] + ([(comparison.name, comparison.analysis)] if comparison else []):
-        for name, front in result.fronts.items():
+        for key, front in result.fronts.items():
             knee = result.runs.iloc[front.knee]["run_name"] if front.knee is not None else "-"
-            rows.append({"sweep": sweep, "front": " vs ".join(front.objectives), "runs on front": front.size,
-                         "knee": knee, "hypervolume": front.hypervolume, "hypervolume (fraction of box)":
-                         front.hypervolume_norm, "reference": ", ".join(f"{v:.4g}" for v in front.reference)})
+            rows.append({"sweep": sweep, "front": key, "objectives": " vs ".join(front.objectives),
+                         "runs on front": front.size, "knee": knee, "hypervolume": front.hypervolume,
+                         "hypervolume (fraction of box)": front.hypervolume_norm,
+                         "reference": ", ".join(f"{v:.4g}" for v in front.reference)})
     return pd.DataFrame(rows)
+
+
+def front_text(analysis: ParetoAnalysis, name: str) -> str:
+    """What a front's section says: size and knee (per method for a per-method front)."""
+    spec = analysis.spec(name)
+
+    def describe(front: Any) -> str:
+        knee = analysis.runs.iloc[front.knee]["run_name"] if front.knee is not None else "-"
+        return f"{front.size} run(s) on the front, knee {knee}, hypervolume {front.hypervolume:.4g}"
+
+    if not spec.per_method:
+        return f"{describe(analysis.fronts[name])}."
+    parts = [f"{panel_title(spec, front.method)}: {describe(front)}" for front in analysis.spec_fronts(name)]
+    return ("Each method's own front (its Ω is not comparable across methods); a run is on the front when it "
+            "is on its method's. " + "; ".join(parts) + ".")
 
 
 def _report_sections(analysis: ParetoAnalysis, name: str, plots: Mapping[str, Path],
                      comparison: Comparison | None) -> list[_Section]:
-    """The report's sections in order: overview, each front, acc(t), per-layer L, comparison."""
+    """The report's sections in order: overview, each front, joint, acc(t), per-layer L, comparison."""
     counts = analysis.counts
     skipped = "; ".join(f"{metric}: {', '.join(names)}" for metric, names in analysis.skipped.items())
-    overview = (f"{counts['runs']} trial runs: {counts['finished']} finished, {counts['failed']} failed "
-                f"(counted, not plotted), {counts['unfinished']} not finished. "
-                f"Reference point: {', '.join(f'{k} = {v:.4g}' for k, v in analysis.reference.items())}."
-                + (f" Left out for a missing/NaN/inf value: {skipped}." if skipped else ""))
+    overview = " ".join(part for part in (
+        f"{counts['runs']} trial runs: {counts['finished']} finished, {counts['failed']} failed "
+        f"(counted, not plotted), {counts['unfinished']} not finished.", selection_text(analysis),
+        unconverged_text(analysis),
+        f"Reference point: {', '.join(f'{k} = {v:.4g}' for k, v in analysis.reference.items())}.",
+        f"Left out for a missing/NaN/inf value: {skipped}." if skipped else "") if part)
     sections = [_Section("Overview", overview, table=hypervolume_table(analysis, name, comparison))]
-    for cost in analysis.costs:
-        front = analysis.fronts[cost]
-        knee = analysis.runs.iloc[front.knee]["run_name"] if front.knee is not None else "-"
-        sections.append(_Section(f"Front: snn_acc vs {cost}", f"{front.size} run(s) on the front; knee: {knee}.",
-                                 table=front_table(analysis.front_runs(cost)), image=plots.get(f"front_{cost}")))
+    for spec in analysis.specs:
+        sections.append(_Section(f"Front {spec.name}: {analysis.accuracy} vs {spec.cost}", front_text(analysis, spec.name),
+                                 table=front_table(analysis.front_runs(spec.name), analysis.legacy),
+                                 image=plots.get(f"front_{spec.name}")))
     if JOINT in analysis.fronts:
         front = analysis.fronts[JOINT]
-        sections.append(_Section(f"Front: snn_acc + {' + '.join(analysis.costs)}",
-                                 f"{front.size} run(s) on the front of all objectives together.",
-                                 table=front_table(analysis.front_runs(JOINT)), image=plots.get("front_joint")))
-    sections.append(_Section("Accuracy against time steps", "acc(t) of the runs on a front; dashed: ANN accuracy."
-                             if "acc_curves" in plots else "No run on a front logged snn_acc_t.",
+        sections.append(_Section(f"Front joint: {' + '.join(front.objectives)}",
+                                 f"{front.size} run(s) on the front of all these objectives together.",
+                                 table=front_table(analysis.front_runs(JOINT), analysis.legacy),
+                                 image=plots.get("front_joint")))
+    sections.append(_Section("Accuracy against time steps", _curves_text(analysis, "acc_curves" in plots),
                              image=plots.get("acc_curves")))
     sections.append(_Section("Per-layer L", "L of each layer for the front's qcfs runs."
                              if "levels" in plots else "No qcfs run on a front.", image=plots.get("levels")))
     if comparison is not None:
-        for cost in analysis.costs:
-            sections.append(_Section(f"Compared with {comparison.name}: snn_acc vs {cost}",
-                                     image=plots.get(f"compare_{cost}")))
+        for spec in analysis.specs:
+            sections.append(_Section(f"Compared with {comparison.name}: front {spec.name}",
+                                     image=plots.get(f"compare_{spec.name}")))
     return sections
+
+
+def _curves_text(analysis: ParetoAnalysis, drawn: bool) -> str:
+    if analysis.legacy:
+        return "acc(t) (test split) of the runs on a front; dashed: ANN accuracy." if drawn else \
+            "No run on a front logged snn_acc_t."
+    qcfs = ("qcfs runs are not drawn: their operating point is PASCAL's exact T_eff, not a point of an IF curve "
+            "(their if_snn_acc_t is only an IF comparison).")
+    if not drawn:
+        return f"No rnl run on a front logged val_snn_acc_t or snn_acc_t. {qcfs}"
+    return ("acc(t) of the rnl runs on a front: validation solid, test dotted; the dot is the operating point "
+            f"(t_op, val_acc_op). {qcfs}")
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
@@ -320,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``analysis/pareto.py`` arguments."""
     parser = argparse.ArgumentParser(
         prog="analysis/pareto.py",
-        description="Pareto fronts of a sweep's trial runs in MLflow (snn_acc against omega, t_eff, energy): "
-                    "prints each front and writes a report folder (report.html, report.md, pareto.csv, PNGs).")
+        description="Pareto fronts of a sweep's trial runs in MLflow (accuracy at each trial's operating point "
+                    "against its latency t_op, its energy, and Ω within each method): prints each front and "
+                    "writes a report folder (report.html, report.md, pareto.csv, PNGs).")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     parser.add_argument("--experiment", default="snnconv", help="experiment name (default: snnconv)")
@@ -329,9 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parent run id of the sweep (default: the experiment's latest sweep)")
     parser.add_argument("--out", default=None, type=Path, metavar="DIR",
                         help="report folder (default: reports/<sweep run name>)")
-    parser.add_argument("--objectives", nargs="+", default=list(DEFAULT_COSTS), metavar="COST",
-                        help=f"costs to trade snn_acc against, each from {list(COSTS)} "
-                             f"(default: omega t_eff; add energy_mj for a third)")
+    parser.add_argument("--fronts", nargs="+", default=None, metavar="NAME",
+                        help=f"fronts to analyse, each from {list(FRONT_NAMES)} (default: all; a sweep logged "
+                             f"before operating points has {list(LEGACY_FRONTS)})")
+    parser.add_argument("--select-on", default=None, metavar="{val,test}",
+                        help="split whose accuracy the fronts maximise: val (val_acc_op) or test (acc_op, biased); "
+                             "default: the split the sweep chose on (its snnconv.select_on tag)")
     parser.add_argument("--compare", default=None, metavar="RUN_ID",
                         help="parent run id of another sweep of the experiment: both fronts on one plot, "
                              "with the hypervolume of each")
@@ -343,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; 0 on success, 1 with a one-line ``error:`` message for a user error.
 
-    Warnings (runs left out of a front) go to stderr as ``warning: ...`` lines as they arise.
+    Warnings (runs left out of a front, a biased choice of split) go to stderr as ``warning: ...``
+    lines.
     """
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
@@ -360,24 +494,53 @@ def _print_warning(message: Warning | str, category: type[Warning], *_: Any, **_
     print(f"warning: {message}", file=sys.stderr)
 
 
+def sweep_is_legacy(sweep: tracking.SweepRuns) -> bool:
+    """A sweep logged before operating points: no ``select_on`` tag and no operating-point metrics."""
+    return sweep.select_on == "" and is_legacy(sweep.trials)
+
+
+def resolve_select_on(requested: str | None, sweep: tracking.SweepRuns, legacy: bool) -> str:
+    """The split the fronts are chosen on: ``requested``, else the sweep's tag, else "val";
+    always "test" for a legacy sweep (it has no validation accuracy)."""
+    if legacy:
+        if requested == "val":
+            raise AnalysisError(f"sweep {sweep.sweep_name} was logged before operating points existed: it has only "
+                                f"test accuracies (snn_acc), so --select-on val is not possible")
+        return "test"
+    chosen = requested or sweep.select_on or "val"
+    accuracy_column(chosen)  # raises AnalysisError for anything but val / test
+    return chosen
+
+
+def _analyse_sweep(sweep: tracking.SweepRuns, fronts: Sequence[str], select_on: str, legacy: bool,
+                   reference: Mapping[str, float]) -> ParetoAnalysis:
+    if legacy:
+        return analyse_legacy(sweep.trials, fronts, reference)
+    return analyse(sweep.trials, fronts, select_on, reference)
+
+
 def _run(args: argparse.Namespace) -> int:
-    costs = check_costs(args.objectives)
     sweep = tracking.load_sweep(args.tracking_uri, args.experiment, args.sweep)
+    legacy = sweep_is_legacy(sweep)
+    fronts = tuple(args.fronts or (LEGACY_FRONTS if legacy else FRONT_NAMES))
+    resolve_fronts(fronts, legacy)  # a bad name fails before anything is read or written
+    select_on = resolve_select_on(args.select_on, sweep, legacy)
     other = tracking.load_sweep(args.tracking_uri, args.experiment, args.compare) if args.compare else None
+    if other is not None and sweep_is_legacy(other) != legacy:
+        old, new = (sweep, other) if legacy else (other, sweep)
+        raise AnalysisError(f"cannot compare {old.sweep_name} (logged before operating points) with "
+                            f"{new.sweep_name}: their fronts use different accuracies and latencies")
     tables = [sweep.trials] + ([other.trials] if other is not None else [])
-    reference = reference_point(tables, costs)
-    analysis = analyse(sweep.trials, costs, reference)
-    comparison = Comparison(other.sweep_name, analyse(other.trials, costs, reference)) if other is not None else None
-    on_fronts = analysis.members_of_any_2d_front()
-    curves = tracking.metric_histories(sweep.tracking_uri, on_fronts["run_id"], "snn_acc_t")
+    reference = reference_point(tables, fronts, legacy=legacy)
+    analysis = _analyse_sweep(sweep, fronts, select_on, legacy, reference)
+    comparison = (Comparison(other.sweep_name, _analyse_sweep(other, fronts, select_on, legacy, reference))
+                  if other is not None else None)
+    if legacy or select_on == "test":
+        print(f"warning: {LEGACY_WARNING if legacy else TEST_SPLIT_WARNING}", file=sys.stderr)
     folder = args.out or Path("reports") / sweep.sweep_name
-    facts = {"sweep": f"{sweep.sweep_name} ({sweep.sweep_id})", "experiment": sweep.experiment_name,
-             "preset": sweep.preset or "-", "tracking URI": sweep.tracking_uri,
-             "objectives": f"snn_acc (max) vs {', '.join(costs)} (min)"}
-    if other is not None:
-        facts["compared with"] = f"{other.sweep_name} ({other.sweep_id})"
     report = write_report(analysis, folder, title=f"Pareto fronts of {sweep.sweep_name}", name=sweep.sweep_name,
-                          facts=facts, curves=curves, comparison=comparison)
+                          facts=_facts(sweep, other, analysis), curves=_curves(sweep, analysis),
+                          comparison=comparison)
     _print_summary(sweep.sweep_name, analysis, comparison)
     if args.log_to_mlflow:
         tracking.attach_report(sweep.tracking_uri, sweep.sweep_id, report.folder)
@@ -386,19 +549,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curves(sweep: tracking.SweepRuns, analysis: ParetoAnalysis) -> dict[str, dict[str, pd.Series]]:
+    """The stepped metrics the acc(t) plot draws, for the runs on a front (rnl only, unless legacy)."""
+    on_fronts = analysis.members_of_any_2d_front()
+    if analysis.legacy:
+        return {TEST_CURVE: tracking.metric_histories(sweep.tracking_uri, on_fronts["run_id"], TEST_CURVE)}
+    rnl = on_fronts.loc[method_names(on_fronts) == "rnl", "run_id"].tolist()
+    return {key: tracking.metric_histories(sweep.tracking_uri, rnl, key) for key in (VAL_CURVE, TEST_CURVE)}
+
+
+def _facts(sweep: tracking.SweepRuns, other: tracking.SweepRuns | None, analysis: ParetoAnalysis) -> dict[str, str]:
+    """The facts at the top of the report."""
+    split = {"val": "validation", "test": "test"}[analysis.select_on]
+    chosen = f"{split} split ({analysis.accuracy})"
+    if analysis.legacy:
+        chosen += "; logged before operating points existed"
+    elif sweep.select_on and sweep.select_on != analysis.select_on:
+        chosen += f"; the sweep itself chose on {sweep.select_on} (its pareto_* tags)"
+    facts = {"sweep": f"{sweep.sweep_name} ({sweep.sweep_id})", "experiment": sweep.experiment_name,
+             "preset": sweep.preset or "-", "tracking URI": sweep.tracking_uri, "fronts chosen on": chosen,
+             "fronts": ", ".join(f"{s.name} ({analysis.accuracy} vs {s.cost}{', per method' if s.per_method else ''})"
+                                 for s in analysis.specs)}
+    if other is not None:
+        facts["compared with"] = f"{other.sweep_name} ({other.sweep_id})"
+    return facts
+
+
 def _print_summary(name: str, analysis: ParetoAnalysis, comparison: Comparison | None) -> None:
-    """Counts, each 2-D front as a table (best accuracy first), and the hypervolumes compared."""
+    """Counts, the split chosen on, each front as a table (best accuracy first), unconverged runs,
+    and the hypervolumes compared."""
     counts = analysis.counts
     print(f"sweep {name}: {counts['runs']} trial runs, {counts['finished']} finished, {counts['failed']} failed, "
           f"{counts['unfinished']} not finished")
-    for cost in analysis.costs:
-        front = analysis.fronts[cost]
-        knee = analysis.runs.iloc[front.knee]["run_name"] if front.knee is not None else "-"
-        print(f"\nfront snn_acc vs {cost}: {front.size} run(s), knee {knee}, hypervolume {front.hypervolume:.4g} "
-              f"({front.hypervolume_norm:.3f} of the box)")
-        print(format_table(front_table(analysis.front_runs(cost))))
+    print(selection_text(analysis))
+    for spec in analysis.specs:
+        print(f"\nfront {spec.name} ({analysis.accuracy} vs {spec.cost}): {front_text(analysis, spec.name)}")
+        print(format_table(front_table(analysis.front_runs(spec.name), analysis.legacy)))
     if JOINT in analysis.fronts:
-        print(f"\nfront snn_acc + {' + '.join(analysis.costs)}: {analysis.fronts[JOINT].size} run(s)")
+        print(f"\nfront joint ({' + '.join(analysis.fronts[JOINT].objectives)}): {analysis.fronts[JOINT].size} run(s)")
+    unconverged = unconverged_text(analysis)
+    if unconverged:
+        print(f"\n{unconverged}")
     if comparison is not None:
         print()
         print(format_table(hypervolume_table(analysis, name, comparison)))
