@@ -113,11 +113,14 @@ def bench_hypervolume(sizes, repeats, rng) -> list[dict]:
 
 
 def bench_sweep_files(n: int, rng) -> dict:
-    """analyse + write_sweep_fronts (CSV + 2 PNGs) on an n-run table, as a sweep's end does."""
+    """analyse + write_sweep_fronts (CSV + 3 PNGs) on an n-run table, as a sweep's end does."""
+    method = rng.choice(["rnl", "qcfs"], n)
+    t_op = np.where(method == "rnl", rng.integers(1, 65, n), rng.uniform(1, 8, n))  # IF steps / PASCAL T_eff
     table = pd.DataFrame({
         "run_id": [f"run{i:05d}" for i in range(n)], "run_name": [f"trial-{i}" for i in range(n)],
-        "status": "FINISHED", "method": rng.choice(["rnl", "qcfs"], n), "lam": rng.random(n),
-        "snn_acc": rng.uniform(50, 95, n), "omega": rng.uniform(1, 5, n), "t_eff": rng.uniform(1, 64, n),
+        "status": "FINISHED", "method": method, "lam": rng.random(n), "val_acc_op": rng.uniform(50, 95, n),
+        "acc_op": rng.uniform(50, 95, n), "t_op": t_op, "energy_op_mj": rng.uniform(0.01, 1.0, n),
+        "omega": rng.uniform(1, 5, n), "converged": (rng.random(n) > 0.1).astype(float),
     })
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     sweep = bench_sweep_files(200 if args.quick else 1000, rng)
     print(f"\nsweep end, {sweep['n']} runs: analyse {sweep['analyse_ms']:.1f} ms, "
-          f"write_sweep_fronts (CSV + 2 PNGs) {sweep['write_sweep_fronts_ms']:.0f} ms")
+          f"write_sweep_fronts (CSV + 3 PNGs) {sweep['write_sweep_fronts_ms']:.0f} ms")
 
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"pareto{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,6 @@
-"""Pareto computation on hand-built tables: non-dominated sets, hypervolume, knee, tags, plots, CSV.
+"""Pareto computation on hand-built tables: non-dominated sets, hypervolume, knee, the three fronts of
+the operating-point contract (latency, energy, omega per method), the split they are chosen on, tags,
+legacy sweeps, labels, plots, CSV.
 
 No MLflow here (``test_pareto_cli.py`` covers the store and the command line).
 """
@@ -14,7 +16,8 @@ import pandas as pd
 import pytest
 
 from snnconv import pareto
-from snnconv.pareto import AnalysisError, ParetoWarning, analyse, front_tags, hypervolume, knee_index, pareto_mask
+from snnconv.pareto import (AnalysisError, ParetoWarning, analyse, analyse_legacy, front_tags, hypervolume, knee_index,
+                            pareto_mask)
 
 MAX_MIN = ["max", "min"]
 NAN, INF = math.nan, math.inf
@@ -167,11 +170,202 @@ def test_knee_of_one_or_two_runs_and_of_a_straight_front():
 
 
 # ---------------------------------------------------------------------------------------------
-# trial tables: tags, analysis
+# trial tables of the operating-point contract
 
 
 def trial_table() -> pd.DataFrame:
-    """Runs of a sweep with known fronts (accuracy %, omega, t_eff)."""
+    """A sweep's runs with known fronts: accuracies in percent (val_acc_op, acc_op), t_op (IF steps for
+    rnl, PASCAL T_eff for qcfs), energy_op_mj, omega, converged."""
+    rows = [
+        # run_name, status, method, lam, levels_profile, levels,
+        # val_acc_op, acc_op, t_op, energy_op_mj, omega, converged
+        ("a1", "FINISHED", "rnl", 0.1, None, None, 90.0, 89.0, 12.0, 0.50, 2.0, 1.0),
+        ("a2", "FINISHED", "rnl", 0.3, None, None, 85.0, 86.0, 6.0, 0.30, 1.5, 1.0),
+        ("a3", "FINISHED", "rnl", 1.0, None, None, 70.0, 72.0, 2.0, 0.20, 1.2, 1.0),
+        ("a4", "FINISHED", "rnl", 0.05, None, None, 88.0, 91.0, 16.0, 0.55, 2.5, 0.0),  # unconverged; best on test
+        ("a5", "FINISHED", "rnl", 0.5, None, None, 80.0, 79.0, 8.0, 0.35, 1.9, 1.0),    # a2 dominates it everywhere
+        ("q1", "FINISHED", "qcfs", NAN, "al", "[8, 4, 4, 1]", 91.0, 88.0, 3.2, 0.60, 3.0, 1.0),
+        ("q2", "FINISHED", "qcfs", NAN, "uniform", "[4, 4, 4, 4]", 84.0, 85.0, 2.5, 0.32, 2.8, 1.0),
+        ("q3", "FINISHED", "qcfs", NAN, "custom", "[2, 2, 1, 1, 1, 1, 1, 4]", 60.0, 62.0, 1.5, 0.10, 2.6, 1.0),
+        ("f1", "FAILED", "rnl", 2.0, None, None, 99.0, 99.0, 1.0, 0.01, 0.1, 1.0),      # failed: would dominate all
+        ("n1", "FINISHED", "rnl", 0.7, None, None, NAN, 75.0, 4.0, 0.30, 1.0, 1.0),     # no validation accuracy
+        ("i1", "FINISHED", "qcfs", NAN, "uniform", "[2, 2, 2, 2]", 50.0, 50.0, INF, 0.50, 3.5, 1.0),  # inf t_op
+    ]
+    columns = ["run_name", "status", "method", "lam", "levels_profile", "levels", "val_acc_op", "acc_op", "t_op",
+               "energy_op_mj", "omega", "converged"]
+    table = pd.DataFrame(rows, columns=columns)
+    table.insert(0, "run_id", [f"id{index:02d}{'x' * 30}" for index in range(len(table))])
+    table["lr"] = 0.001
+    return table
+
+
+# chosen on the validation split (val_acc_op)
+LATENCY = {"q1", "q2", "a3", "q3"}            # q1 (91 %, T_eff 3.2) dominates a1, a2, a4 on latency
+ENERGY = {"q1", "a1", "a2", "a3", "q3"}       # a2 (85 %, 0.30 mJ) dominates q2 (84 %, 0.32 mJ)
+OMEGA_RNL, OMEGA_QCFS = {"a1", "a2", "a3"}, {"q1", "q2", "q3"}
+OMEGA = OMEGA_RNL | OMEGA_QCFS
+# chosen on the test split (acc_op): a4 (91 % on test) and a1 join the latency front, q1 leaves energy
+LATENCY_TEST = {"a4", "a1", "q1", "q2", "a3", "q3"}
+ENERGY_TEST = {"a4", "a1", "a2", "a3", "q3"}
+OMEGA_RNL_TEST = {"a4", "a1", "a2", "n1"}       # n1 has a test accuracy; it dominates a3 (72 %, Ω 1.2)
+
+
+def names(table: pd.DataFrame, mask) -> set[str]:
+    return set(table.loc[np.asarray(mask, dtype=bool), "run_name"])
+
+
+def quiet_analyse(table: pd.DataFrame, *args, **kwargs) -> pareto.ParetoAnalysis:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParetoWarning)
+        return analyse(table, *args, **kwargs)
+
+
+def test_accuracy_column_and_front_specs():
+    assert pareto.accuracy_column("val") == "val_acc_op" and pareto.accuracy_column("test") == "acc_op"
+    for bad in ("train", "", "VAL"):
+        with pytest.raises(AnalysisError, match="select_on must be one of"):
+            pareto.accuracy_column(bad)
+    assert pareto.FRONT_NAMES == ("latency", "energy", "omega")
+    assert {name: (spec.cost, spec.per_method) for name, spec in pareto.FRONTS.items()} == {
+        "latency": ("t_op", False), "energy": ("energy_op_mj", False), "omega": ("omega", True)}
+    assert pareto.FRONTS["omega"].tag == "pareto_omega"
+
+
+def test_latency_front_is_over_all_methods_together():
+    result = quiet_analyse(trial_table())
+    assert names(result.runs, result.runs["front_latency"]) == LATENCY
+    # scaled over the front: q3 (1, 0), a3 (0.68, 0.29), q2 (0.23, 0.59), q1 (0, 1): q2 bulges most
+    assert names(result.runs, result.runs["knee_latency"]) == {"q2"}
+    assert result.front_runs("latency")["run_name"].tolist() == ["q1", "q2", "a3", "q3"]
+    # slices along t_op up to the reference 1.1 x 16 (a4): 1.5..2 at 60 %, 2..2.5 at 70, 2.5..3.2 at 84, 3.2..17.6 at 91
+    front = result.fronts["latency"]
+    assert front.reference == pytest.approx((0.0, 17.6))
+    assert front.hypervolume == pytest.approx(60 * 0.5 + 70 * 0.5 + 84 * 0.7 + 91 * 14.4)
+    assert front.hypervolume_norm == pytest.approx(front.hypervolume / (100 * 17.6))
+
+
+def test_energy_front_differs_from_the_latency_front():
+    result = quiet_analyse(trial_table())
+    assert names(result.runs, result.runs["front_energy"]) == ENERGY
+    assert names(result.runs, result.runs["knee_energy"]) == {"a2"}  # scaled sums 1, .88, .59, .83, 1
+    assert result.fronts["energy"].reference == pytest.approx((0.0, 0.66))
+
+
+def test_omega_front_is_per_method():
+    table = trial_table()
+    result = quiet_analyse(table)
+    assert set(result.fronts) == {"latency", "energy", "omega:rnl", "omega:qcfs", "joint"}
+    assert names(result.runs, result.fronts["omega:rnl"].members) == OMEGA_RNL
+    assert names(result.runs, result.fronts["omega:qcfs"].members) == OMEGA_QCFS
+    assert names(result.runs, result.runs["front_omega"]) == OMEGA
+    assert names(result.runs, result.runs["knee_omega"]) == {"a2", "q2"}  # one knee per method
+    # across methods, rnl's a2 (85 %, Ω 1.5) and a3 (70 %, Ω 1.2) would dominate q2 and q3
+    finished = table["status"] == "FINISHED"
+    across = pareto_mask(table[["val_acc_op", "omega"]].where(finished).to_numpy(), MAX_MIN)
+    assert names(table, across) == {"a1", "a2", "a3", "q1"}
+    assert {"q2", "q3"} <= OMEGA
+    # each method's reference is 1.1 x its own largest Ω (a4's 2.5; i1's 3.5 for qcfs)
+    assert result.reference == pytest.approx({"t_op": 17.6, "energy_op_mj": 0.66, "omega:rnl": 2.75,
+                                              "omega:qcfs": 3.85})
+    assert result.fronts["omega:rnl"].hypervolume == pytest.approx(70 * 0.3 + 85 * 0.5 + 90 * 0.75)
+    assert result.front_runs("omega")["run_name"].tolist() == ["a1", "a2", "a3", "q1", "q2", "q3"]
+    assert [f.method for f in result.spec_fronts("omega")] == ["rnl", "qcfs"]
+
+
+def test_select_on_test_ranks_runs_differently():
+    table = trial_table()
+    on_val, on_test = quiet_analyse(table, select_on="val"), quiet_analyse(table, select_on="test")
+    assert on_val.accuracy == "val_acc_op" and on_test.accuracy == "acc_op" and on_test.select_on == "test"
+    assert names(on_test.runs, on_test.runs["front_latency"]) == LATENCY_TEST != LATENCY
+    assert names(on_test.runs, on_test.runs["front_energy"]) == ENERGY_TEST != ENERGY
+    assert names(on_test.runs, on_test.fronts["omega:rnl"].members) == OMEGA_RNL_TEST
+    assert names(on_test.runs, on_test.fronts["omega:qcfs"].members) == OMEGA_QCFS
+
+
+def test_joint_front_only_with_latency_and_energy():
+    table = trial_table()
+    result = quiet_analyse(table)
+    assert result.fronts["joint"].objectives == ("val_acc_op", "t_op", "energy_op_mj")
+    members = result.runs["front_joint"].to_numpy(bool)
+    assert names(result.runs, members) == {"a1", "a2", "a3", "q1", "q2", "q3"}
+    points = result.runs.loc[members, ["val_acc_op", "t_op", "energy_op_mj"]].to_numpy()
+    assert result.fronts["joint"].hypervolume == pytest.approx(
+        hypervolume(points, ["max", "min", "min"], [0.0, 17.6, 0.66]))
+    for fronts in (("latency", "omega"), ("omega",), ("energy",)):
+        result = quiet_analyse(table, fronts)
+        assert "joint" not in result.fronts and "front_joint" not in result.runs
+        assert [s.name for s in result.specs] == list(fronts)
+        flags = {c for c in result.runs.columns if c.startswith("front_")}
+        assert flags == {f"front_{name}" for name in fronts}
+
+
+def test_analyse_counts_warns_and_names_the_runs_left_out():
+    with pytest.warns(ParetoWarning) as caught:
+        result = analyse(trial_table())
+    messages = "\n".join(str(w.message) for w in caught)
+    assert "val_acc_op" in messages and "n1 (id09" in messages and "i1 (id10" in messages
+    assert result.skipped == {"val_acc_op": ["n1 (id09xxxx)"], "t_op": ["i1 (id10xxxx)"]}
+    assert result.counts == {"runs": 11, "finished": 10, "failed": 1, "unfinished": 0}
+    assert result.unconverged()["run_name"].tolist() == ["a4"]
+
+
+def test_front_tags_follow_the_contract():
+    table = trial_table()
+    by_name = dict(zip(table["run_id"], table["run_name"]))
+    for select_on, expected in (("val", {"latency": LATENCY, "energy": ENERGY, "omega": OMEGA}),
+                                ("test", {"latency": LATENCY_TEST, "energy": ENERGY_TEST,
+                                          "omega": OMEGA_RNL_TEST | OMEGA_QCFS})):
+        tags = front_tags(table, select_on)
+        assert set(tags) == set(table["run_id"])
+        assert all(set(t) == {"pareto_latency", "pareto_energy", "pareto_omega"} for t in tags.values())
+        for front, members in expected.items():
+            assert {by_name[r] for r, t in tags.items() if t[f"pareto_{front}"] == "true"} == members
+        for run in ("f1", "i1") + (("n1",) if select_on == "val" else ()):  # failed, inf t_op, NaN accuracy
+            run_id = table.loc[table["run_name"] == run, "run_id"].item()
+            assert tags[run_id] == {"pareto_latency": "false", "pareto_energy": "false", "pareto_omega": "false"}
+    with pytest.raises(AnalysisError, match="select_on must be one of"):
+        front_tags(table, "train")
+
+
+def test_front_tags_tolerate_missing_columns_and_a_shuffled_index():
+    table = trial_table().drop(columns="energy_op_mj")  # no run logged the energy
+    tags = front_tags(table)
+    assert {t["pareto_energy"] for t in tags.values()} == {"false"}
+    assert sum(t["pareto_latency"] == "true" for t in tags.values()) == len(LATENCY)
+    shuffled = trial_table().sample(frac=1.0, random_state=0).set_index("run_name", drop=False)
+    assert front_tags(shuffled) == front_tags(trial_table())
+
+
+@pytest.mark.filterwarnings("ignore::snnconv.pareto.ParetoWarning")
+def test_analyse_errors_are_clear():
+    table = trial_table()
+    with pytest.raises(AnalysisError, match="fronts must be one or more of"):
+        analyse(table, ["latency", "speed"])
+    with pytest.raises(AnalysisError, match="repeat"):
+        analyse(table, ["omega", "omega"])
+    with pytest.raises(AnalysisError, match="select_on must be one of"):
+        analyse(table, select_on="train")
+    with pytest.raises(AnalysisError, match="nothing to analyse: 11 trial runs.*11 failed"):
+        analyse(table.assign(status="FAILED"))
+    with pytest.raises(AnalysisError, match="nothing to analyse: .*finite val_acc_op"):
+        analyse(table.assign(val_acc_op=NAN))
+    with pytest.raises(AnalysisError, match="lacks columns"):
+        analyse(table.drop(columns="status"))
+
+
+def test_analyse_with_a_single_run():
+    result = analyse(trial_table().iloc[[5]])  # q1 alone
+    assert set(result.fronts) == {"latency", "energy", "omega:qcfs", "joint"}
+    assert result.fronts["omega:qcfs"].size == 1 and result.fronts["omega:qcfs"].knee == 0
+    assert result.fronts["latency"].hypervolume == pytest.approx(91 * (3.2 * 1.1 - 3.2))
+
+
+# ---------------------------------------------------------------------------------------------
+# legacy sweeps (logged before operating points: snn_acc, omega, t_eff only)
+
+
+def legacy_table() -> pd.DataFrame:
+    """Runs of an old sweep with known fronts (snn_acc %, omega, t_eff)."""
     rows = [
         # run_name, status, method, lam, levels_profile, levels, snn_acc, omega, t_eff
         ("r1", "FINISHED", "rnl", 0.1, None, None, 90.0, 2.0, 10.0),
@@ -190,143 +384,135 @@ def trial_table() -> pd.DataFrame:
     columns = ["run_name", "status", "method", "lam", "levels_profile", "levels", "snn_acc", "omega", "t_eff"]
     table = pd.DataFrame(rows, columns=columns)
     table.insert(0, "run_id", [f"id{index:02d}{'x' * 30}" for index in range(len(table))])
-    table["ann_acc"] = 92.0
+    for column in ("val_acc_op", "acc_op", "t_op"):  # what the reader gives for metrics nobody logged
+        table[column] = NAN
     return table
 
 
-OMEGA_FRONT = {"r1", "r2", "r3", "r5", "r7"}
-T_EFF_FRONT = {"r1", "r4", "r6", "r7", "r9"}
-JOINT_FRONT = {"r1", "r2", "r3", "r4", "r6", "r7"}
+LEGACY_OMEGA = {"r1", "r2", "r3", "r5", "r7"}  # across methods, as the old fronts were
+LEGACY_T_EFF = {"r1", "r4", "r6", "r7", "r9"}
 
 
-def names(table: pd.DataFrame, mask) -> set[str]:
-    return set(table.loc[np.asarray(mask, dtype=bool), "run_name"])
+def test_legacy_tables_are_recognised():
+    assert pareto.is_legacy(legacy_table()) and not pareto.is_legacy(trial_table())
+    assert not pareto.is_legacy(legacy_table().assign(snn_acc=NAN))  # nothing at all: not "legacy"
 
 
-def test_front_tags_follow_the_contract():
-    table = trial_table()
-    tags = front_tags(table)
-    assert set(tags) == set(table["run_id"])
-    by_name = dict(zip(table["run_id"], table["run_name"]))
-    for cost, front in (("omega", OMEGA_FRONT), ("t_eff", T_EFF_FRONT)):
-        on = {by_name[run_id] for run_id, run_tags in tags.items() if run_tags[f"pareto_{cost}"] == "true"}
-        assert on == front
-        assert {t[f"pareto_{cost}"] for t in tags.values()} == {"true", "false"}
-
-
-def test_front_tags_rejects_unknown_costs_and_tolerates_missing_columns():
-    with pytest.raises(AnalysisError, match="objectives must be one or more of"):
-        front_tags(trial_table(), ["latency"])
-    tags = front_tags(trial_table().drop(columns="t_eff"))  # no run logged t_eff
-    assert {t["pareto_t_eff"] for t in tags.values()} == {"false"}
-    assert sum(t["pareto_omega"] == "true" for t in tags.values()) == len(OMEGA_FRONT)
-
-
-def test_analyse_finds_every_front_and_warns_with_names():
-    table = trial_table()
+def test_legacy_analysis_keeps_the_old_fronts():
     with pytest.warns(ParetoWarning) as caught:
-        result = analyse(table)
-    messages = "\n".join(str(w.message) for w in caught)
-    assert "r10 (id09" in messages and "snn_acc" in messages
-    assert "r9 (id08" in messages and "r12 (id11" in messages  # NaN and inf omega
-    assert result.skipped == {"snn_acc": ["r10 (id09xxxx)"], "omega": ["r9 (id08xxxx)", "r12 (id11xxxx)"]}
-    assert result.counts == {"runs": 12, "finished": 11, "failed": 1, "unfinished": 0}
-    assert names(result.runs, result.runs["front_omega"]) == OMEGA_FRONT
-    assert names(result.runs, result.runs["front_t_eff"]) == T_EFF_FRONT
-    assert names(result.runs, result.runs["front_joint"]) == JOINT_FRONT
+        result = analyse_legacy(legacy_table())
+    assert "r10 (id09" in "\n".join(str(w.message) for w in caught)
+    assert result.legacy and result.accuracy == "snn_acc" and result.select_on == "test"
+    assert set(result.fronts) == {"t_eff", "omega", "joint"}
+    assert names(result.runs, result.runs["front_omega"]) == LEGACY_OMEGA
+    assert names(result.runs, result.runs["front_t_eff"]) == LEGACY_T_EFF
+    assert names(result.runs, result.runs["front_joint"]) == {"r1", "r2", "r3", "r4", "r6", "r7"}
     assert names(result.runs, result.runs["knee_omega"]) == {"r2"}
     assert names(result.runs, result.runs["knee_t_eff"]) == {"r9"}
-    assert result.front_runs("omega")["run_name"].tolist() == ["r1", "r5", "r2", "r3", "r7"]
-
-
-def test_analyse_reference_point_and_hypervolume():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ParetoWarning)
-        result = analyse(trial_table())
-    # 1.1 x the largest finite cost among finished runs (the failed r11 and the inf of r12 do not count)
-    assert result.reference == pytest.approx({"snn_acc": 0.0, "omega": 3.3, "t_eff": 44.0})
-    omega = result.fronts["omega"]
-    assert omega.hypervolume == pytest.approx(70 * 0.3 + 85 * 0.5 + 90 * 1.3)
-    assert omega.hypervolume_norm == pytest.approx(omega.hypervolume / (100 * 3.3))
-    front = result.runs.loc[result.runs["front_joint"], ["snn_acc", "omega", "t_eff"]].to_numpy()
-    assert result.fronts["joint"].hypervolume == pytest.approx(
-        hypervolume(front, ["max", "min", "min"], [0.0, 3.3, 44.0]))
-
-
-def test_analyse_with_a_single_run():
-    table = trial_table().iloc[[0]]
-    result = analyse(table, ["omega"])
-    assert set(result.fronts) == {"omega"}  # no joint front with one cost
-    assert result.fronts["omega"].size == 1 and result.fronts["omega"].knee == 0
-    assert result.fronts["omega"].hypervolume == pytest.approx(90 * (2.2 - 2.0))
-
-
-def test_analyse_with_energy_as_a_third_cost():
-    table = trial_table()
-    table["energy_mj"] = table["t_eff"] * 0.1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ParetoWarning)
-        result = analyse(table, ["omega", "t_eff", "energy_mj"])
-    assert names(result.runs, result.runs["front_energy_mj"]) == T_EFF_FRONT  # energy is proportional to t_eff
-    assert result.fronts["joint"].objectives == ("snn_acc", "omega", "t_eff", "energy_mj")
-
-
-def test_analyse_errors_are_clear():
-    table = trial_table()
-    with pytest.raises(AnalysisError, match="objectives must be one or more of"):
-        analyse(table, ["omega", "speed"])
-    with pytest.raises(AnalysisError, match="repeat"):
-        analyse(table, ["omega", "omega"])
-    failed = table.assign(status="FAILED")
-    with pytest.raises(AnalysisError, match="nothing to analyse: 12 trial runs.*12 failed"):
-        analyse(failed)
-    with pytest.raises(AnalysisError, match="lacks columns"):
-        analyse(table.drop(columns="status"))
+    assert result.reference == pytest.approx({"t_eff": 44.0, "omega": 3.3})
+    assert result.fronts["omega"].hypervolume == pytest.approx(70 * 0.3 + 85 * 0.5 + 90 * 1.3)
+    with pytest.raises(AnalysisError, match=r"before operating points has the fronts \['latency', 'omega'\]"):
+        analyse_legacy(legacy_table(), ["energy"])
 
 
 # ---------------------------------------------------------------------------------------------
-# labels, CSV, plots
+# labels, tables, CSV, plots
 
 
-def test_run_labels():
-    table = trial_table().set_index("run_name")
-    assert pareto.run_label(table.loc["r1"]) == "λ=0.1"
-    assert pareto.run_label(table.loc["r6"]) == "L=vgg-paper"
-    assert pareto.run_label(table.loc["r7"]) == "L=[2,2,1,1,1,1,…]"
+def row_of(table: pd.DataFrame, name: str) -> pd.Series:
+    return table.set_index("run_name", drop=False).loc[name]
+
+
+def test_labels_say_which_latency():
+    table = trial_table()
+    assert pareto.run_label(row_of(table, "a1")) == "λ=0.1 · 12 IF steps"
+    assert pareto.run_label(row_of(table, "f1")) == "λ=2 · 1 IF step"
+    assert pareto.run_label(row_of(table, "q1")) == "L=al · T_eff 3.2"
+    assert pareto.run_label(row_of(table, "q3")) == "L=[2,2,1,1,1,1,…] · T_eff 1.5"
+    assert pareto.run_label(row_of(table, "i1")) == "L=uniform"  # no finite t_op: no latency
+    assert pareto.run_label(row_of(table, "a1"), with_latency=False) == "λ=0.1"
+    assert pareto.converged_text(row_of(table, "a4")) == "no: raise T_max"
+    assert pareto.converged_text(row_of(table, "a1")) == "yes"
     assert pareto.parse_levels("[8, 4]") == [8, 4] and pareto.parse_levels("8,4") is None
 
 
-def assert_png(path) -> None:
+def test_front_table_shows_both_accuracies_and_the_latency_kind():
+    result = quiet_analyse(trial_table(), select_on="test")
+    text = pareto.format_table(pareto.front_table(result.front_runs("latency")))
+    lines = text.splitlines()
+    assert lines[0].split() == ["run", "method", "λ", "lr", "levels", "val_acc_op", "acc_op", "latency",
+                                "energy_op_mj", "omega", "converged"]
+    a4 = next(line for line in lines if line.split()[0] == "a4")
+    assert "16 IF steps" in a4 and "no: raise T_max" in a4 and " 88 " in a4 and " 91 " in a4
+    assert "T_eff 3.2" in next(line for line in lines if line.split()[0] == "q1")
+    legacy = pareto.format_table(pareto.front_table(legacy_table().iloc[[0, 5]], legacy=True))
+    assert legacy.splitlines()[0].split() == ["run", "method", "λ", "lr", "sharescale", "levels", "snn_acc",
+                                              "omega", "t_eff"]
+    assert "[8, 4, 4, 1]" in legacy and " - " in legacy
+
+
+def assert_png(path) -> np.ndarray:
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 0 and image.shape[1] > 0
+    return image
 
 
-def test_plot_front_and_sweep_files(tmp_path):
+def test_draw_front_marks_methods_unconverged_runs_and_latencies():
+    result = quiet_analyse(trial_table(), select_on="test")  # a4 (unconverged) is on this front
+    figure = pareto.new_figure()
+    axes = figure.add_subplot()
+    pareto.draw_front(axes, result.runs, "acc_op", "t_op")
+    labels = axes.get_legend_handles_labels()[1]
+    assert {"rnl", "qcfs", "knee", "dominated (faded)", "unconverged (raise T_max)"} <= set(labels)
+    texts = {text.get_text() for text in axes.texts}
+    assert {"λ=0.05 · 16 IF steps", "L=al · T_eff 3.2", "λ=1 · 2 IF steps"} <= texts
+    assert len(texts) == len(LATENCY_TEST)
+    on_val = quiet_analyse(trial_table())
+    figure = pareto.new_figure()
+    axes = figure.add_subplot()
+    pareto.draw_front(axes, on_val.runs, "val_acc_op", "t_op")
+    assert "unconverged (raise T_max)" in axes.get_legend_handles_labels()[1]  # a4 is drawn (dominated), hollow
+
+
+def test_sweep_files(tmp_path):
     table = trial_table()
-    path = pareto.plot_front(table, "omega", "snn_acc", tmp_path / "omega.png")
-    assert_png(path)
-    with pytest.raises(AnalysisError, match="lacks columns"):
-        pareto.plot_front(table, "energy_mj", "snn_acc", tmp_path / "energy.png")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ParetoWarning)
         files = pareto.write_sweep_fronts(table, tmp_path / "sweep")
-    assert [f.name for f in files] == ["pareto.csv", "front_omega.png", "front_t_eff.png"]
-    for png in files[1:]:
-        assert_png(png)
+        test_files = pareto.write_sweep_fronts(table, tmp_path / "test", select_on="test")
+    assert [f.name for f in files] == ["pareto.csv", "front_latency.png", "front_energy.png", "front_omega.png"]
+    widths = {f.name: assert_png(f).shape[1] for f in files[1:]}
+    assert widths["front_omega.png"] > 1.5 * widths["front_latency.png"]  # one panel per method
     written = pd.read_csv(files[0])
     assert len(written) == len(table)
-    assert names(written, written["front_t_eff"]) == T_EFF_FRONT
+    for name in ("latency", "energy", "omega"):
+        assert {f"front_{name}", f"knee_{name}"} <= set(written.columns)
+    assert names(written, written["front_latency"]) == LATENCY
+    assert names(written, written["front_energy"]) == ENERGY
+    assert names(written, written["front_omega"]) == OMEGA
+    assert names(written, written["knee_omega"]) == {"a2", "q2"}
+    tested = pd.read_csv(test_files[0])
+    assert names(tested, tested["front_latency"]) == LATENCY_TEST
+    with pytest.raises(AnalysisError, match="select_on must be one of"):
+        pareto.write_sweep_fronts(table, tmp_path / "bad", select_on="train")
 
 
-def test_sweep_files_when_every_trial_failed(tmp_path):
-    files = pareto.write_sweep_fronts(trial_table().assign(status="FAILED"), tmp_path)
-    assert [f.name for f in files] == ["pareto.csv"]
-    written = pd.read_csv(files[0])
-    assert not written["front_omega"].any() and len(written) == 12
+def test_sweep_files_when_no_run_has_an_accuracy(tmp_path):
+    for index, table in enumerate((trial_table().assign(status="FAILED"), trial_table().assign(val_acc_op=NAN))):
+        files = pareto.write_sweep_fronts(table, tmp_path / str(index))
+        assert [f.name for f in files] == ["pareto.csv"]
+        written = pd.read_csv(files[0])
+        flags = [c for c in written.columns if c.startswith(("front_", "knee_"))]
+        assert set(flags) == {"front_latency", "knee_latency", "front_energy", "knee_energy", "front_omega",
+                              "knee_omega", "front_joint"}
+        assert not written[flags].to_numpy().any() and len(written) == 11
 
 
-def test_format_table_shows_missing_values_as_dashes():
-    text = pareto.format_table(pareto.front_table(trial_table().iloc[[0, 5]]))
-    assert text.splitlines()[0].split() == ["run", "method", "λ", "lr", "sharescale", "levels", "snn_acc",
-                                            "omega", "t_eff"]
-    assert "vgg" not in text and "[8, 4, 4, 1]" in text and " - " in text
+def test_legacy_plot(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParetoWarning)
+        result = analyse_legacy(legacy_table())
+    assert_png(pareto.plot_front(result, "t_eff", tmp_path / "t_eff.png"))
+    assert_png(pareto.plot_front(result, "omega", tmp_path / "omega.png"))
+    with pytest.raises(KeyError, match="was not analysed"):
+        pareto.plot_front(result, "latency", tmp_path / "latency.png")

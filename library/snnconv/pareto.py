@@ -29,9 +29,10 @@ With both ``latency`` and ``energy`` analysed there is also a ``joint`` front ov
 ``t_op`` and ``energy_op_mj`` together (omega is per method, so it takes no part).
 
 **Legacy sweeps**, logged before operating points existed, have only ``snn_acc`` (test split),
-``omega`` and ``t_eff``; ``analyse_legacy`` gives them the old fronts (``LEGACY_FRONTS``: snn_acc
-against ``t_eff`` and against ``omega``, all methods together, named ``t_eff`` and ``omega``). Those
-fronts were chosen on the test split and mix two latency definitions (IF steps and PASCAL T_eff).
+``omega`` and ``t_eff``; ``analyse_legacy`` gives them the old fronts (``LEGACY_FRONTS``, asked for
+by the same names ``latency`` and ``omega``: snn_acc against ``t_eff`` and against ``omega``, all
+methods together, named ``t_eff`` and ``omega`` as their ``pareto_*`` tags were). Those fronts were
+chosen on the test split and mix two latency definitions (IF steps and PASCAL T_eff).
 
 Definitions
 -----------
@@ -72,7 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the split a sweep selects its fronts on -> the accuracy column (percent) that is maximised
 SELECTION_ACCURACY: Mapping[str, str] = {"val": "val_acc_op", "test": "acc_op"}
-#: the accuracy of legacy sweeps (test split, at T_max)
+#: the accuracy of legacy sweeps (percent, test split)
 LEGACY_ACCURACY = "snn_acc"
 #: the accuracy end of every hypervolume box (percent)
 ACCURACY_REFERENCE = 0.0
@@ -141,7 +142,7 @@ def accuracy_column(select_on: str) -> str:
 def resolve_fronts(names: Sequence[str], legacy: bool = False) -> tuple[FrontSpec, ...]:
     """The ``FrontSpec`` of each name in ``names`` (of ``FRONTS``, or ``LEGACY_FRONTS`` when ``legacy``)."""
     known = LEGACY_FRONTS if legacy else FRONTS
-    names = tuple(names)
+    names = (names,) if isinstance(names, str) else tuple(names)
     unknown = [n for n in names if n not in known]
     if not names or unknown:
         what = "a sweep logged before operating points has the fronts" if legacy else "fronts must be one or more of"
@@ -324,7 +325,8 @@ def front_groups(trials: pd.DataFrame, spec: FrontSpec,
     if not spec.per_method:
         return [(spec.name, None, np.ones(len(trials), dtype=bool))]
     names = method_names(trials)
-    return [(f"{spec.name}:{m}", m, names == m) for m in (methods if methods is not None else methods_present([trials]))]
+    methods = methods if methods is not None else methods_present([trials])
+    return [(f"{spec.name}:{m}", m, names == m) for m in methods]
 
 
 def _group_values(trials: pd.DataFrame, columns: Sequence[str], in_group: np.ndarray) -> np.ndarray:
@@ -442,9 +444,7 @@ class ParetoAnalysis:
 
     def unconverged(self) -> pd.DataFrame:
         """Finished runs that logged ``converged`` = 0 (their accuracy had not settled at T_max)."""
-        converged = pd.to_numeric(self.runs.get("converged", pd.Series(np.nan, index=self.runs.index)),
-                                  errors="coerce").to_numpy(dtype=float)
-        return self.runs[finished_mask(self.runs) & (converged == 0)]
+        return self.runs[_unconverged(self.runs)]
 
 
 def run_ref(row: Mapping[str, Any]) -> str:
@@ -522,7 +522,7 @@ def _analyse(trials: pd.DataFrame, specs: tuple[FrontSpec, ...], accuracy: str, 
               "failed": int((runs["status"] == "FAILED").sum())}
     counts["unfinished"] = counts["runs"] - counts["finished"] - counts["failed"]
     skipped = _skipped_runs(runs, finished, (accuracy, *dict.fromkeys(s.cost for s in specs)))
-    if not (finished & np.isfinite(runs[accuracy].to_numpy(dtype=float))).any():
+    if not np.isfinite(objective_values(runs, [accuracy])).any():
         raise AnalysisError(
             f"nothing to analyse: {counts['runs']} trial runs, {counts['finished']} finished with a finite "
             f"{accuracy}, {counts['failed']} failed, {counts['unfinished']} not finished")
@@ -537,6 +537,14 @@ def _analyse(trials: pd.DataFrame, specs: tuple[FrontSpec, ...], accuracy: str, 
     if len(joint_costs) >= 2:
         fronts[JOINT] = _front(runs, JOINT, JOINT, None, (accuracy, *joint_costs), np.ones(len(runs), dtype=bool),
                                tuple(reference[c] for c in joint_costs))
+    _add_flag_columns(runs, specs, fronts)
+    return ParetoAnalysis(runs=runs, accuracy=accuracy, select_on=select_on, legacy=legacy, specs=specs,
+                          fronts=fronts, reference=reference, counts=counts, skipped=skipped)
+
+
+def _add_flag_columns(runs: pd.DataFrame, specs: Sequence[FrontSpec], fronts: Mapping[str, Front]) -> None:
+    """Add ``front_<name>`` / ``knee_<name>`` per spec (unions over a per-method spec's fronts) and
+    ``front_joint`` to ``runs``, in place."""
     for spec in specs:
         members = np.zeros(len(runs), dtype=bool)
         knees = np.zeros(len(runs), dtype=bool)
@@ -548,8 +556,6 @@ def _analyse(trials: pd.DataFrame, specs: tuple[FrontSpec, ...], accuracy: str, 
         runs[f"knee_{spec.name}"] = knees
     if JOINT in fronts:
         runs[f"front_{JOINT}"] = fronts[JOINT].members
-    return ParetoAnalysis(runs=runs, accuracy=accuracy, select_on=select_on, legacy=legacy, specs=specs,
-                          fronts=fronts, reference=reference, counts=counts, skipped=skipped)
 
 
 def _skipped_runs(runs: pd.DataFrame, finished: np.ndarray, metrics: Sequence[str]) -> dict[str, list[str]]:
@@ -594,14 +600,14 @@ LEGACY_TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ")
                         ("omega", "omega"), ("t_eff", "t_eff"))
 
 
-def _number(value: Any) -> float:
+def as_number(value: Any) -> float:
     """``value`` as a float; NaN when it is missing or not a number."""
     return float(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0])
 
 
 def latency_text(row: Mapping[str, Any]) -> str:
     """The operating point's latency with its kind: "12 IF steps" (rnl), "T_eff 3.2" (qcfs); "" if none."""
-    t_op = _number(row.get("t_op"))
+    t_op = as_number(row.get("t_op"))
     if not np.isfinite(t_op):
         return ""
     method = row.get("method")
@@ -615,7 +621,7 @@ def latency_text(row: Mapping[str, Any]) -> str:
 
 def converged_text(row: Mapping[str, Any]) -> str:
     """ "yes", "no: raise T_max" (``converged`` = 0), or "-" when not logged."""
-    converged = _number(row.get("converged"))
+    converged = as_number(row.get("converged"))
     if not np.isfinite(converged):
         return "-"
     return "yes" if converged else "no: raise T_max"
@@ -624,7 +630,7 @@ def converged_text(row: Mapping[str, Any]) -> str:
 def setting_label(row: Mapping[str, Any]) -> str:
     """A run's setting: ``λ=<lam>`` for rnl, the L profile (or the compact L list) for qcfs."""
     method = row.get("method")
-    lam = _number(row.get("lam"))
+    lam = as_number(row.get("lam"))
     if method == "rnl" and np.isfinite(lam):
         return f"λ={lam:.3g}"
     if method == "qcfs":
@@ -818,6 +824,8 @@ def plot_front(analysis: ParetoAnalysis, name: str, path: Path | str, *, title: 
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, loc="best")
     default = f"{analysis.accuracy} vs {spec.cost}" + (" (each method's own front)" if spec.per_method else "")
+    if analysis.legacy:
+        default += " (logged before operating points: chosen on the test split)"
     figure.suptitle(title or default)
     return save_figure(figure, path)
 

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from . import tracking
-from .pareto import (FRONT_NAMES, FRONTS, JOINT, LEGACY_FRONTS, AnalysisError, ParetoAnalysis, ParetoWarning,
-                     accuracy_column, analyse, analyse_legacy, axis_label, draw_front, format_cell, format_table,
-                     front_table, is_legacy, method_names, method_style, new_figure, objective_values,
+from .pareto import (FRONT_NAMES, JOINT, LEGACY_FRONTS, AnalysisError, ParetoAnalysis, ParetoWarning,
+                     accuracy_column, analyse, analyse_legacy, as_number, axis_label, draw_front, format_cell,
+                     format_table, front_table, is_legacy, method_names, method_style, new_figure, objective_values,
                      ordered_methods, panel_title, parse_levels, plot_front, reference_point, resolve_fronts,
                      run_label, run_ref, save_figure, write_front_csv)
 
@@ -95,19 +95,20 @@ def plot_operating_curves(runs: pd.DataFrame, val_curves: Mapping[str, pd.Series
     figure = new_figure(7.0, 4.6)
     axes = figure.add_subplot()
     for index, row in enumerate(rows):
-        colour = f"C{index % 10}"
+        colour, label = f"C{index % 10}", f"{row.get('run_name')}: {run_label(row)}"
         for curves, style in ((val_curves, "-"), (test_curves, ":")):
             if row["run_id"] in curves:
                 curve = curves[row["run_id"]]
                 axes.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, linestyle=style, linewidth=1.4,
-                          label=f"{row.get('run_name')}: {run_label(row)}" if style == "-" or
-                          row["run_id"] not in val_curves else None)
-        t_op, val_acc = (pd.to_numeric(pd.Series([row.get(k)]), errors="coerce").iloc[0] for k in ("t_op", "val_acc_op"))
+                          label=label)
+                label = None  # one legend entry per run
+        t_op, val_acc = as_number(row.get("t_op")), as_number(row.get("val_acc_op"))
         if np.isfinite(t_op) and np.isfinite(val_acc):
             axes.scatter([t_op], [val_acc], color=colour, s=40, zorder=4, edgecolor="black", linewidth=0.6)
     axes.plot([], [], color="0.3", linestyle="-", label="validation acc(t)")
     axes.plot([], [], color="0.3", linestyle=":", label="test acc(t)")
-    axes.scatter([], [], color="0.6", edgecolor="black", linewidth=0.6, s=40, label="operating point (t_op, val_acc_op)")
+    axes.scatter([], [], color="0.6", edgecolor="black", linewidth=0.6, s=40,
+                 label="operating point (t_op, val_acc_op)")
     axes.set_xlabel("IF time step t")
     axes.set_ylabel("SNN accuracy after t steps (%)")
     axes.set_title("acc(t) of the front's rnl runs")
@@ -129,7 +130,7 @@ def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: P
         curve = curves[row["run_id"]]
         axes.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, linewidth=1.4,
                   label=f"{row.get('run_name')}: {run_label(row, with_latency=False)}")
-        ann = pd.to_numeric(pd.Series([row.get("ann_acc")]), errors="coerce").iloc[0]
+        ann = as_number(row.get("ann_acc"))
         if np.isfinite(ann):
             axes.axhline(ann, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
     axes.plot([], [], color="0.3", linestyle="--", linewidth=0.9, label="ANN accuracy")
@@ -177,8 +178,9 @@ def plot_compare(sweeps: Sequence[tuple[str, ParetoAnalysis]], name: str, path: 
             if front is None:
                 continue
             rows = analysis.runs if method is None else analysis.runs[method_names(analysis.runs) == method]
+            label = f"{sweep}: HV {front.hypervolume:.4g} ({front.hypervolume_norm:.3f})"
             draw_front(axes, rows, analysis.accuracy, spec.cost, colour=f"C{index}", annotate=False,
-                       show_dominated=False, label=f"{sweep}: HV {front.hypervolume:.4g} ({front.hypervolume_norm:.3f})")
+                       show_dominated=False, label=label)
         axes.set_xlabel(spec.axis)
         axes.set_ylabel(axis_label(sweeps[0][1].accuracy))
         if method is not None:
@@ -340,11 +342,15 @@ def front_text(analysis: ParetoAnalysis, name: str) -> str:
         knee = analysis.runs.iloc[front.knee]["run_name"] if front.knee is not None else "-"
         return f"{front.size} run(s) on the front, knee {knee}, hypervolume {front.hypervolume:.4g}"
 
-    if not spec.per_method:
-        return f"{describe(analysis.fronts[name])}."
-    parts = [f"{panel_title(spec, front.method)}: {describe(front)}" for front in analysis.spec_fronts(name)]
-    return ("Each method's own front (its Ω is not comparable across methods); a run is on the front when it "
-            "is on its method's. " + "; ".join(parts) + ".")
+    if spec.per_method:
+        parts = [f"{panel_title(spec, front.method)}: {describe(front)}" for front in analysis.spec_fronts(name)]
+        text = ("Each method's own front (its Ω is not comparable across methods); a run is on the front when it "
+                "is on its method's. " + "; ".join(parts) + ".")
+    else:
+        text = f"{describe(analysis.fronts[name])}."
+    unconverged = set(analysis.unconverged()["run_id"])
+    hollow = [run_ref(row) for _, row in analysis.front_runs(name).iterrows() if row["run_id"] in unconverged]
+    return text + (f" Unconverged on this front (raise T_max): {', '.join(hollow)}." if hollow else "")
 
 
 def _report_sections(analysis: ParetoAnalysis, name: str, plots: Mapping[str, Path],
@@ -360,7 +366,8 @@ def _report_sections(analysis: ParetoAnalysis, name: str, plots: Mapping[str, Pa
         f"Left out for a missing/NaN/inf value: {skipped}." if skipped else "") if part)
     sections = [_Section("Overview", overview, table=hypervolume_table(analysis, name, comparison))]
     for spec in analysis.specs:
-        sections.append(_Section(f"Front {spec.name}: {analysis.accuracy} vs {spec.cost}", front_text(analysis, spec.name),
+        sections.append(_Section(f"Front {spec.name}: {analysis.accuracy} vs {spec.cost}",
+                                 front_text(analysis, spec.name),
                                  table=front_table(analysis.front_runs(spec.name), analysis.legacy),
                                  image=plots.get(f"front_{spec.name}")))
     if JOINT in analysis.fronts:
