@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench docs-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# the README's demo pictures: the demo sweep in a scratch folder, its report, two PNGs copied
+docs-images: $(STAMP)
+	rm -rf build/demo && mkdir -p build/demo
+	cd build/demo && $(abspath $(PY)) $(CURDIR)/sweeps/lambda_sweep.py && \
+		$(abspath $(PY)) $(CURDIR)/analysis/pareto.py --out report
+	cp build/demo/report/front_latency.png docs/images/demo_front_latency.png
+	cp build/demo/report/acc_curves.png docs/images/demo_acc_curves.png
+
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) mlruns mlflow.db ray_results
+	rm -rf $(VENV) mlruns mlflow.db ray_results build

@@ -11,7 +11,8 @@ What a front compares
 Each trial logs an **operating point**: ``t_op`` (latency: rate-coded IF time steps for rnl, an
 integer; PASCAL's energy-normalised T_eff for qcfs, a float), ``val_acc_op`` / ``acc_op`` (accuracy
 in percent at ``t_op`` on the validation / test split), ``energy_op_mj`` (energy per image at
-``t_op``, mJ) and ``converged`` (0 when an rnl trial did not reach its tolerance within T_max).
+``t_op``, mJ) and ``converged`` (0 when an rnl trial's validation acc(t) still left the tolerance
+band in the second half of T_max).
 The **accuracy objective** is ``val_acc_op`` when the sweep selects on the validation split
 (``select_on = "val"``, the default) and ``acc_op`` when it selects on the test split
 (``accuracy_column``); choosing on the test split leaves no unbiased estimate of the chosen runs'

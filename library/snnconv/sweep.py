@@ -612,7 +612,7 @@ def print_summary(outcome: SweepOutcome) -> None:
         table["converged"] = table["converged"].map(lambda v: "-" if pd.isna(v) else ("yes" if v else "NO"))
     columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "acc_op", "latency",
                            "energy_op_mj", "omega", "converged", *FRONT_TAGS) if c in table.columns]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print()
         if len(table):
             ordered = table.sort_values(["status", accuracy], ascending=[True, False])[columns]
