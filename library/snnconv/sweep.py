@@ -593,29 +593,24 @@ FRONT_TAGS = {"pareto_latency": "accuracy vs t_op, all methods",
               "pareto_omega": "accuracy vs omega, within each method"}
 
 
-def _latency_text(row: Mapping[str, Any]) -> str:
-    """``12 IF steps`` (rnl) or ``T_eff 3.21`` (qcfs): which latency a trial's t_op is."""
-    t_op = row.get("t_op")
-    if not isinstance(t_op, float) or not math.isfinite(t_op):
-        return "-"
-    return f"T_eff {t_op:.3g}" if row.get("method") == "qcfs" else f"{t_op:.0f} IF steps"
-
-
 def print_summary(outcome: SweepOutcome) -> None:
     """The trials (best selection accuracy first), the three fronts, and the commands to look further."""
     import pandas as pd
 
+    from .pareto import converged_text, latency_text
+
     table = outcome.table.copy()
     accuracy = selection_metric(outcome.select_on)
     if len(table):
-        table["latency"] = [_latency_text(row) for _, row in table.iterrows()]
-        table["converged"] = table["converged"].map(lambda v: "-" if pd.isna(v) else ("yes" if v else "NO"))
+        table["latency"] = [latency_text(row) or "-" for _, row in table.iterrows()]
+        table["converged"] = [converged_text(row) for _, row in table.iterrows()]
     columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "acc_op", "latency",
                            "energy_op_mj", "omega", "converged", *FRONT_TAGS) if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print()
         if len(table):
-            ordered = table.sort_values(["status", accuracy], ascending=[True, False])[columns]
+            table["_unfinished"] = table["status"] != "FINISHED"  # finished trials first, best first
+            ordered = table.sort_values(["_unfinished", accuracy], ascending=[True, False])[columns]
             print(ordered.to_string(index=False, na_rep="-"))
         print(f"\n(val_acc_op: validation accuracy at the operating point t_op, which chose; acc_op: test "
               f"accuracy at the same t_op, the result to report{'; CHOSEN ON TEST' if accuracy == 'acc_op' else ''})")
@@ -625,7 +620,7 @@ def print_summary(outcome: SweepOutcome) -> None:
                               for _, row in on_front.sort_values(accuracy, ascending=False).iterrows())
             print(f"{flag} ({meaning}): {names or 'none'}")
     finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
-    unsettled = int((table["converged"] == "NO").sum()) if len(table) else 0
+    unsettled = int(table["converged"].str.startswith("no").sum()) if len(table) else 0
     print(f"\n{finished} of {len(table)} trials finished; Pareto fronts: {outcome.report_dir}")
     if unsettled:
         print(f"{unsettled} trial(s) did not converge within T_max (their acc(t) still moves in its second half): "
