@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -241,6 +242,13 @@ def warning_lines(stderr: str, start: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(f"warning: {start}")]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # the reader
 
@@ -381,10 +389,10 @@ def test_cli_legacy_sweep_opens_with_a_warning(store, tmp_path, capsys):
 
     code, _, stderr = run_main(capsys, "--tracking-uri", store.uri, "--experiment", "legacy", "--out",
                                str(tmp_path / "x"), "--select-on", "val")
-    assert code == 1 and stderr.startswith("error: ") and "--select-on val is not possible" in stderr
+    assert code == 2 and stderr.startswith("error: ") and "--select-on val is not possible" in stderr
     code, _, stderr = run_main(capsys, "--tracking-uri", store.uri, "--experiment", "legacy", "--out",
                                str(tmp_path / "x"), "--fronts", "energy")
-    assert code == 1 and "before operating points has the fronts ['latency', 'omega']" in stderr
+    assert code == 2 and "before operating points has the fronts ['latency', 'omega']" in stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -414,7 +422,7 @@ def test_cli_compare_two_sweeps(store, tmp_path, capsys):
 
     code, _, stderr = run_main(capsys, "--tracking-uri", store.uri, "--experiment", "legacy", "--compare",
                                store.newer_contract_in_legacy, "--out", str(tmp_path / "x"))
-    assert code == 1 and stderr.startswith("error: cannot compare") and "logged before operating points" in stderr
+    assert code == 2 and stderr.startswith("error: cannot compare") and "logged before operating points" in stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -454,7 +462,7 @@ def test_cli_default_folder_and_default_store(store, tmp_path, capsys, monkeypat
     assert (tmp_path / "reports" / sweep_name / "report.html").exists()
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     code, _, stderr = run_main(capsys)  # default store: ./mlflow.db, which does not exist here
-    assert code == 1 and "no MLflow store at" in stderr and not (tmp_path / "mlflow.db").exists()
+    assert code == 2 and "no MLflow store at" in stderr and not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -471,17 +479,38 @@ def test_cli_default_folder_and_default_store(store, tmp_path, capsys, monkeypat
 ])
 def test_cli_user_errors_are_one_clear_line(store, tmp_path, capsys, args, message):
     code, stdout, stderr = run_main(capsys, "--tracking-uri", store.uri, "--out", str(tmp_path / "x"), *args)
-    assert code == 1
+    assert code == 2
     assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_checks_the_store_and_the_folder_before_reading(store, tmp_path, capsys):
+    """A bad tracking URI or report folder is one ``error:`` line, found before MLflow is read."""
+    (tmp_path / "plain").write_text("not a folder")
+    refused = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (["--tracking-uri", "bogus://x"], "error: tracking URI bogus://x: unknown scheme 'bogus'"),
+        (["--tracking-uri", f"sqlite:///{tmp_path}/none.db"], f"error: no MLflow store at {tmp_path}/none.db"),
+        (["--tracking-uri", refused], f"error: tracking server {refused} is not reachable (connection refused)"),
+        # the folder is checked before the experiment (which does not exist) is looked up
+        (["--tracking-uri", store.uri, "--out", "/proc/x", "--experiment", "nope"],
+         "error: cannot write the report folder /proc/x ("),
+        (["--tracking-uri", store.uri, "--out", str(tmp_path / "plain" / "r")],
+         f"error: cannot write the report folder {tmp_path / 'plain' / 'r'} ("),
+    ]
+    for args, start in cases:
+        code, stdout, stderr = run_main(capsys, *args)
+        assert code == 2 and stderr.startswith(start), (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr and not stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"] and not Path("/proc/x").exists()
+
+
 def test_cli_rejects_trial_runs_and_other_experiments(store, tmp_path, capsys):
     code, _, stderr = run_main(capsys, "--tracking-uri", store.uri, "--sweep", store.ids_a["a1"])
-    assert code == 1 and f"is not a sweep run (tag snnconv.role = 'trial'); its sweep is {store.sweep_a}" in stderr
+    assert code == 2 and f"is not a sweep run (tag snnconv.role = 'trial'); its sweep is {store.sweep_a}" in stderr
     code, _, stderr = run_main(capsys, "--tracking-uri", store.uri, "--sweep", store.single)
-    assert code == 1 and "not to 'snnconv'" in stderr
+    assert code == 2 and "not to 'snnconv'" in stderr
 
 
 def test_script_runs_as_a_command(store, tmp_path):
@@ -498,5 +527,21 @@ def test_script_runs_as_a_command(store, tmp_path):
     assert np.all([(tmp_path / name).exists() for name in ("report.html", "pareto.csv", "front_latency.png")])
     failed = subprocess.run([*script, "--tracking-uri", store.uri, "--experiment", "empty"], capture_output=True,
                             text=True, cwd=tmp_path)
-    assert failed.returncode == 1 and "error: experiment 'empty' has no sweep runs" in failed.stderr
+    assert failed.returncode == 2 and "error: experiment 'empty' has no sweep runs" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+@pytest.mark.parametrize("args, start", [
+    (["--out", "/proc/x"], "error: cannot write the report folder /proc/x ("),
+    (["--tracking-uri", "bogus://x"], "error: tracking URI bogus://x: unknown scheme 'bogus'; use a folder, "
+                                      "sqlite:///FILE, http(s)://HOST:PORT or another scheme MLflow supports ("),
+])
+def test_script_bad_folder_or_uri_is_status_2_and_one_line(store, tmp_path, args, start):
+    """``analysis/pareto.py`` as a real process: status 2, one ``error:`` line, no traceback, nothing written."""
+    uri = [] if "--tracking-uri" in args else ["--tracking-uri", store.uri]
+    failed = subprocess.run([sys.executable, str(ROOT / "analysis" / "pareto.py"), *uri, *args],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 2, failed.stderr
+    assert len(lines) == 1 and lines[0].startswith(start), failed.stderr
+    assert "Traceback" not in failed.stderr and not list(tmp_path.iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -137,7 +138,7 @@ def test_fronts_follow_validation_unless_told_otherwise(tmp_path):
     tracker = tracking.start_sweep(uri, "snnconv", "sweep-choice", {}, {tracking.SELECT_ON_TAG: "val"})
     run_ids = {}
     for name, accuracies in DISAGREEING.items():
-        run_ids[name] = tracking.start_trial(tracker, name, name, {"method": "rnl", "latency_tolerance": 1.0})
+        run_ids[name] = tracking.start_trial(tracker, name, name, {"method": "rnl", "latency_tolerance": 1.0}).run_id
         tracking.log_progress(tracker, run_ids[name], {**accuracies, **SAME_COSTS}, 0)
         tracking.end_trial(tracker, run_ids[name])
     client, _ = children(uri, tracker.parent_run_id)
@@ -163,10 +164,16 @@ def test_optuna_is_told_the_validation_accuracy(tmp_path):
         search_alg.set_search_properties(None, None, build_param_space(spec, spec.methods))
         for name, accuracies in DISAGREEING.items():
             assert search_alg.suggest(name) is not None
-            search_alg.on_trial_complete(name, {**accuracies, **SAME_COSTS})
+            search_alg.on_trial_complete(name, {**accuracies, **SAME_COSTS, "stage": "done"})
+        # a trial ASHA stopped reports its last progress (NaN operating point): Optuna hears "pruned"
+        assert search_alg.suggest("stopped") is not None
+        search_alg.on_trial_complete("stopped", {"val_acc": 50.0, "val_acc_op": math.nan, "acc_op": math.nan,
+                                                 "t_op": math.nan, "stage": "stage2"})
         study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
         assert [trial.values for trial in study.best_trials] == [
             [DISAGREEING[chosen]["val_acc_op" if select_on == "val" else "acc_op"], SAME_COSTS["t_op"]]]
+        states = [trial.state.name for trial in study.trials]
+        assert states == ["COMPLETE", "COMPLETE", "PRUNED"] and study.trials[-1].values is None
 
 
 def test_bad_selection_settings_are_refused(tmp_path, capsys):

@@ -22,6 +22,7 @@ import base64
 import html
 import json
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ TEST_SPLIT_WARNING = ("the fronts are chosen on the test split (acc_op): choosin
 LEGACY_WARNING = ("this sweep was logged before operating points existed: its fronts are selected on the test "
                   "split (snn_acc), so they are biased, and its latency t_eff mixes two definitions (IF time "
                   "steps for rnl, PASCAL T_eff for qcfs); rerun the sweep for trustworthy fronts")
+#: the exit status of a user error (as argparse uses for a bad option)
+USER_ERROR = 2
 #: the stepped metrics drawn in the acc(t) plot: rnl's validation and test curves; legacy: snn_acc_t
 VAL_CURVE, TEST_CURVE = "val_snn_acc_t", "snn_acc_t"
 
@@ -481,20 +484,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the analysis; 0 on success, 1 with a one-line ``error:`` message for a user error.
+    """Run the analysis; 0 on success, ``USER_ERROR`` (2) with a one-line ``error:`` message for a
+    user error (a bad store, tracking URI, report folder, experiment, run or option).
 
-    Warnings (runs left out of a front, a biased choice of split) go to stderr as ``warning: ...``
-    lines.
+    The tracking URI and the ``--out`` folder are checked before MLflow is read or anything is
+    written. Warnings (runs left out of a front, a biased choice of split) go to stderr as
+    ``warning: ...`` lines.
     """
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", ParetoWarning)
         warnings.showwarning = _print_warning
         try:
+            args.tracking_uri = tracking.check_tracking_uri(args.tracking_uri, create=False)
+            if args.out is not None:
+                check_report_folder(args.out)
             return _run(args)
-        except (AnalysisError, tracking.TrackingError) as error:
+        except (AnalysisError, tracking.TrackingError, ReportFolderError) as error:
             print(f"error: {error}", file=sys.stderr)
-            return 1
+            return USER_ERROR
+
+
+class ReportFolderError(ValueError):
+    """The report folder cannot be created or written (the message names it)."""
+
+
+def check_report_folder(folder: Path) -> None:
+    """Raise ``ReportFolderError`` unless files can be written in ``folder``; leaves no trace.
+
+    The folder (and missing parents) is created, a probe file written in it and removed, and the
+    folders this created are removed again, so that a later error still leaves nothing behind.
+    """
+    folder = Path(folder).absolute()
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".pareto-probe-", dir=folder):
+            pass
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ReportFolderError(f"cannot write the report folder {folder} ({reason}); pass another --out") from None
+    finally:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def _print_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
@@ -545,6 +580,8 @@ def _run(args: argparse.Namespace) -> int:
     if legacy or select_on == "test":
         print(f"warning: {LEGACY_WARNING if legacy else TEST_SPLIT_WARNING}", file=sys.stderr)
     folder = args.out or Path("reports") / sweep.sweep_name
+    if args.out is None:
+        check_report_folder(folder)  # --out was checked before anything was read
     report = write_report(analysis, folder, title=f"Pareto fronts of {sweep.sweep_name}", name=sweep.sweep_name,
                           facts=_facts(sweep, other, analysis), curves=_curves(sweep, analysis),
                           comparison=comparison)

@@ -182,6 +182,9 @@ class TrialResult:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: extra scalar metrics (e.g. stage-2 steps, val accuracy at the start of stage 2)
     extra_metrics: dict[str, float] = field(default_factory=dict)
+    #: what the trial skipped or found doubtful, by name (logged as ``warning.<name>`` tags), e.g.
+    #: "skipped_if_comparison", "nonpositive_threshold"
+    warnings: dict[str, str] = field(default_factory=dict)
     stage1_key: str = ""
     stage1_cache_hit: bool = False
     stage1_seconds: float = 0.0
@@ -348,11 +351,23 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
                               on_epoch=lambda stats: on_progress("finetune", _epoch_metrics(stats)))
 
     ann_acc, val_ann_acc = evaluate(model, data.test, device), evaluate(model, data.val, device)
-    # plain QCFS -> IF (rate coding, v(0) = theta/2) on the same model: a comparison curve, logged
-    # under its own names; the trial's operating point is PASCAL's
-    if_network = to_if(model, v_init="half")
-    rate_coded = simulate(if_network, data.test, qcfs.t_max, device)
-    val_rate_coded = simulate(if_network, data.val, qcfs.t_max, device)
+    thresholds = [float(layer.module.threshold.detach()) for layer in layers]
+    nonpositive = [layer.name for layer, value in zip(layers, thresholds) if value <= 0]
+    warnings: dict[str, str] = {}
+    if nonpositive:
+        warnings["nonpositive_threshold"] = (
+            f"the fine-tune drove λ to zero or below in {', '.join(nonpositive)} (lowest {min(thresholds):.4g}): "
+            "those layers fire on negative input; PASCAL stays exact for any non-zero λ, but a rate-coded IF "
+            "neuron cannot use such a threshold")
+    # plain QCFS -> IF (rate coding, v(0) = theta/2) on the same model: an optional comparison curve,
+    # logged under its own names; the trial's operating point is PASCAL's and never depends on it
+    comparison: dict[str, Any] = {}
+    try:
+        if_network = to_if(model, v_init="half")
+        comparison["test"] = simulate(if_network, data.test, qcfs.t_max, device)
+        comparison["val"] = simulate(if_network, data.val, qcfs.t_max, device)
+    except ValueError as error:
+        warnings["skipped_if_comparison"] = f"the rate-coded IF comparison was not run: {error}"
     dtype = torch.float64 if qcfs.snn_dtype == "float64" else torch.float32
     snn = evaluate_pascal(model, data.test, device, dtype)
     val_snn = evaluate_pascal(model, data.val, device, dtype)
@@ -375,24 +390,28 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
             "spikes_per_neuron": spikes, "firing_rate": spikes / level,
             "t_eff_layer": teff_by_layer.get(layer.weight_name, math.nan),
         })
+    extra = {"stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
+             "finetune_val_acc": history[-1].val_acc if history else math.nan,
+             "macs": snn.macs, "equiv_logits_abs_err": equivalence.logits_abs_err,
+             "equiv_mismatches": float(equivalence.mismatches), "min_threshold": min(thresholds),
+             "nonpositive_thresholds": float(len(nonpositive))}
+    curves = {}
+    if comparison:
+        rate_coded = comparison["test"]
+        curves = {"if_snn_acc_t": rate_coded.acc_curve, "val_if_snn_acc_t": comparison["val"].acc_curve}
+        extra.update({"if_snn_acc": rate_coded.snn_acc,
+                      "if_t_eff": first_step_within(rate_coded.acc_curve, ann_acc, qcfs.latency_tolerance),
+                      "if_synops": rate_coded.synops, "if_energy_mj": rate_coded.energy_mj})
     return TrialResult(
         method="qcfs", ann_acc=ann_acc, val_ann_acc=val_ann_acc, snn_acc=snn.accuracy,
         val_snn_acc=val_snn.accuracy, operating_point=point, latency_tolerance=qcfs.latency_tolerance,
         omega=omega, t_eff=t_eff, synops=snn.synops, energy_mj=energy_mj(snn.synops, snn.macs),
-        curves={"if_snn_acc_t": rate_coded.acc_curve, "val_if_snn_acc_t": val_rate_coded.acc_curve},
+        curves=curves, warnings=warnings,
         equiv_max_abs_err=equivalence.max_abs_err,
         levels=levels, layers=rows,
         tables={"t_eff": [dataclasses.asdict(row) for row in teff_rows],
                 "finetune": [dataclasses.asdict(stats) for stats in history]},
-        extra_metrics={
-            "stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
-            "finetune_val_acc": history[-1].val_acc if history else math.nan,
-            "macs": snn.macs, "equiv_logits_abs_err": equivalence.logits_abs_err,
-            "equiv_mismatches": float(equivalence.mismatches),
-            "if_snn_acc": rate_coded.snn_acc,
-            "if_t_eff": first_step_within(rate_coded.acc_curve, ann_acc, qcfs.latency_tolerance),
-            "if_synops": rate_coded.synops, "if_energy_mj": rate_coded.energy_mj,
-        },
+        extra_metrics=extra,
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model,
     )

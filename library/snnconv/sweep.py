@@ -82,6 +82,9 @@ class SweepSpec:
     seed: int = 0
     #: share stage 1 between trials through the cache (false: every trial trains its own; for benchmarks)
     share_stage1: bool = True
+    #: times a trial whose worker process died (OOM killer, preempted node) is retried (Tune's
+    #: FailureConfig); a trial whose own code raised is not retried: it would fail the same way
+    max_failures: int = 1
     #: ASHA: first rung (in reported iterations) and the most iterations a trial reports
     grace_period: int = 2
     max_t: int = 100
@@ -130,6 +133,8 @@ def validate_spec(spec: SweepSpec) -> None:
             raise ConfigError(f"{name}: must be positive, got {getattr(spec, name)!r}")
     if spec.gpus_per_trial < 0:
         raise ConfigError(f"gpus_per_trial: must be zero or positive, got {spec.gpus_per_trial!r}")
+    if spec.max_failures < 0:
+        raise ConfigError(f"max_failures: must be zero or positive, got {spec.max_failures!r}")
     for section in ("space", "overrides"):
         unknown = [m for m in getattr(spec, section) if m not in METHODS]
         if unknown:
@@ -138,9 +143,14 @@ def validate_spec(spec: SweepSpec) -> None:
         base = method_base(spec, method)
         entries = spec.space.get(method) or {}
         for key, entry in entries.items():
-            _validate_entry(f"space.{method}.{key}", entry, spec.search)
-            # the key must name a real config field: apply a representative value
-            apply_overrides(base, {key: _example(entry, base.model)})
+            path = f"space.{method}.{key}"
+            _validate_entry(path, entry, spec.search)
+            apply_overrides(base, {key: _example(entry, base.model)})  # the key must name a real config field
+            for value in _drawable_values(entry, base.model, spec.search):  # every value the search can draw
+                try:
+                    apply_overrides(base, {key: value})
+                except ConfigError as error:
+                    raise ConfigError(f"{path}: the search can draw {value!r}, which cannot run: {error}") from None
 
 
 def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,6 +183,23 @@ def _validate_entry(path: str, entry: Any, search: str) -> None:
         raise ConfigError(f"{path}: loguniform needs low > 0, got {entry['low']}")
     if search == "grid" and kind in ("uniform", "loguniform", "sorted_uniform", "per_layer") and "grid" not in entry:
         raise ConfigError(f"{path}: --search grid needs a 'grid: [...]' list of values for this {kind} entry")
+
+
+def _drawable_values(entry: Mapping[str, Any], model: str, search: str) -> list[Any]:
+    """Every value of a choice (or grid) the search can draw, and the bounds of a range, as the
+    config value they become (a per-layer entry: one list per choice, the same L in every layer)."""
+    kind = entry["type"]
+    if search == "grid" and "grid" in entry:
+        return list(entry["grid"])
+    if kind == "choice":
+        return list(entry["values"])
+    if kind == "per_layer":
+        return [[value] * len(activation_names(model)) for value in entry["values"]]
+    if kind == "sorted_uniform":
+        return [[float(entry[bound])] * int(entry["count"]) for bound in ("low", "high")]
+    if kind == "loguniform" and entry.get("zero_fraction"):
+        return [0.0, float(entry["low"]), float(entry["high"])]
+    return [float(entry["low"]), float(entry["high"])]
 
 
 def _example(entry: Mapping[str, Any], model: str) -> Any:
@@ -232,6 +259,16 @@ def build_param_space(spec: SweepSpec, methods: list[str]) -> dict[str, Any]:
     return space
 
 
+def count_trials(spec: SweepSpec, param_space: Mapping[str, Any]) -> int:
+    """How many trials the sweep will run: Optuna ``num_samples`` per method; random search
+    ``num_samples`` per method; grid search every combination of the grid values (and methods) once."""
+    if spec.search == "optuna":
+        return spec.num_samples * len(spec.methods)
+    variants = math.prod(len(value["grid_search"]) for value in param_space.values()
+                         if isinstance(value, Mapping) and "grid_search" in value)
+    return variants * (1 if spec.search == "grid" else spec.num_samples)
+
+
 def decode_params(params: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
     """Tune's sampled params -> dotted config overrides (lists assembled, log10 decoded).
 
@@ -287,6 +324,20 @@ def trial_params(config) -> dict[str, Any]:
 # the trainable (runs in a Ray worker)
 
 
+class EarlierFailure(RuntimeError):
+    """The trial's own code failed in an earlier attempt (its FAILED run in MLflow says why); a retry
+    would fail the same way, so it is not run again."""
+
+
+def final_report(metrics: Mapping[str, float]) -> dict[str, Any]:
+    """The last ``tune.report`` of a finished trial, from its MLflow metrics (NaN where absent)."""
+    values = {key: float(metrics.get(key, math.nan)) for key in REPORT_KEYS if key != "val_acc"}
+    values["val_acc"] = float(metrics.get("val_ann_acc", math.nan))  # the final model's (ASHA's metric)
+    for key in ("converged", "ann_acc", "val_ann_acc", "snn_acc", "trial_seconds", "stage1_cache_hit"):
+        values[key] = float(metrics.get(key, math.nan))
+    return {**values, "stage": "done"}
+
+
 def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict[str, Any]],
                tracker: tracking.SweepTracker, threads: int) -> None:
     import ray
@@ -303,7 +354,15 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
     clock = time.perf_counter()
-    run_id = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config), node)
+    start = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config), node)
+    if start.state == "finished":  # MLflow already holds its result (e.g. Tune's state was older): not rerun
+        tune.report({**final_report(start.metrics), "method": config.method, "mlflow_run_id": start.run_id,
+                     "from_mlflow": 1.0})
+        return
+    if start.state == "failed":
+        raise EarlierFailure(f"failed in an earlier attempt (MLflow run {start.run_id}): "
+                             f"{start.error.splitlines()[0] if start.error else 'see its error tag'}")
+    run_id = start.run_id
     tracking_seconds = time.perf_counter() - clock
     last = {key: math.nan for key in REPORT_KEYS}
     iteration = 0
@@ -332,13 +391,8 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         text = f"{type(error).__name__}: {error}"
         tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
         raise
-    metrics = result.metrics()
-    final = {key: metrics[key] for key in REPORT_KEYS if key != "val_acc"}
-    final["val_acc"] = metrics["val_ann_acc"]  # the final model's validation accuracy (ASHA's metric)
-    tune.report({**final, "stage": "done", "converged": metrics["converged"], "ann_acc": metrics["ann_acc"],
-                 "val_ann_acc": metrics["val_ann_acc"], "snn_acc": metrics["snn_acc"],
-                 "method": result.method, "stage1_cache_hit": float(result.stage1_cache_hit),
-                 "trial_seconds": result.seconds, "tracking_seconds": tracking_seconds, "mlflow_run_id": run_id})
+    tune.report({**final_report(result.metrics()), "method": result.method, "tracking_seconds": tracking_seconds,
+                 "mlflow_run_id": run_id})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,6 +409,8 @@ class SweepOptions:
     resume: str | None = None
     num_cpus: int | None = None
     verbose: int = 1
+    #: joining a cluster (``address``): how long to wait for it to scale up to one trial's resources (s)
+    pending_timeout: float = 600.0
 
 
 @dataclass
@@ -371,33 +427,76 @@ class SweepOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     #: the split the fronts were chosen on: "val" or "test"
     select_on: str = "val"
+    #: the parent run's end: FINISHED (every trial has an outcome) or KILLED (interrupted)
+    status: str = "FINISHED"
 
 
-def _trial_lines(total: int):
-    """A Tune callback printing one line per finished or failed trial."""
+def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The MLflow params of a Tune trial, computed in the driver (for a run the trial never opened)."""
+    try:
+        config = apply_overrides(from_dict(bases[trial.config["method"]]), decode_params(trial.config, spec))
+        return trial_params(config)
+    except (ConfigError, KeyError) as error:
+        return {"method": trial.config.get("method", "?"), "config_error": str(error)}
+
+
+def _error_text(trial) -> tuple[str, str]:
+    """(kind, text) of a Tune trial's error: kind "worker" when its process died, else "exception"."""
+    error = trial.get_error()
+    text = f"{type(error).__name__}: {error}" if error is not None else "the trial failed (no error recorded by Tune)"
+    died = any(mark in text for mark in ("ActorDiedError", "died unexpectedly", "WorkerCrashedError", "exit code",
+                                         "SIGKILL", "OutOfMemoryError"))
+    if died:
+        text = f"the trial's worker process died (after {trial.num_failures} attempt(s)): {text}"
+    return ("worker" if died else "exception"), text
+
+
+def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, Any]],
+                    tracker: tracking.SweepTracker):
+    """A Tune callback: one line per finished, stopped or failed trial, and a FAILED MLflow run with
+    an ``error`` tag for every trial Tune gives up on (however it failed, even before it logged)."""
     from ray import tune
 
-    class TrialLines(tune.Callback):
+    class SweepProgress(tune.Callback):
         def __init__(self) -> None:
             self.done = 0
 
+        def setup(self, **info):
+            # a resumed sweep counts the trials MLflow already holds an outcome for
+            runs = tracking.search_children(tracker.client, tracker.experiment_id, tracker.parent_run_id)
+            self.done = len({r.data.tags.get("trial_id") for r in runs if r.info.status in ("FINISHED", "FAILED")})
+
+        def _prefix(self, trial) -> str:
+            return f"[{self.done}/{total}] {trial.trial_id} {trial.config.get('method', '?'):4s}"
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
             r = trial.last_result or {}
-            method = trial.config.get("method", "?")
-            unit = "T_eff" if method == "qcfs" else "IF steps"
+            if r.get("from_mlflow"):
+                print(f"[{self.done}/{total}] {trial.trial_id} already finished in MLflow (run {r.get('mlflow_run_id')}): "
+                      "not run again", flush=True)
+                return
+            self.done += 1
+            if r.get("stage") != "done":  # stopped by the scheduler: what it had, not a result
+                print(f"{self._prefix(trial)} stopped by {spec.scheduler} after {r.get('training_iteration', 0)} "
+                      f"report(s) in {r.get('stage', 'start-up')}: val_acc {r.get('val_acc', math.nan):6.2f}%  "
+                      "(run KILLED, tag stopped)", flush=True)
+                return
+            unit = "T_eff" if trial.config.get("method") == "qcfs" else "IF steps"
             settled = "" if r.get("converged", 1.0) else "  (not converged: raise T_max)"
-            print(f"[{self.done}/{total}] {trial.trial_id} {method:4s} done   "
+            print(f"{self._prefix(trial)} done   "
                   f"val {r.get('val_acc_op', math.nan):6.2f}%  test {r.get('acc_op', math.nan):6.2f}%  "
                   f"at t_op {r.get('t_op', math.nan):6.2f} {unit:8s}  omega {r.get('omega', math.nan):7.3f}  "
                   f"{r.get('trial_seconds', math.nan):5.1f}s{settled}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
-            print(f"[{self.done}/{total}] {trial.trial_id} {trial.config.get('method', '?'):4s} FAILED "
-                  "(recorded in MLflow; the sweep goes on)", flush=True)
+            kind, text = _error_text(trial)
+            tracking.record_trial_failure(tracker, trial.trial_id, _trial_name(trial),
+                                          _trial_config_params(trial, spec, bases), text, kind)
+            first = text.splitlines()[0][:160] if text else ""
+            print(f"{self._prefix(trial)} FAILED: {first} (recorded in MLflow; the sweep goes on)", flush=True)
 
-    return TrialLines()
+    return SweepProgress()
 
 
 def _trial_name(trial) -> str:
@@ -432,9 +531,20 @@ def _search_and_scheduler(spec: SweepSpec, total: int, optuna_storage: Any = Non
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        class FinalResultsOnly(OptunaSearch):
+            """Tells Optuna a trial's values only when it finished; a trial stopped early (ASHA) is
+            PRUNED and one without finite values FAILED, never a NaN Optuna cannot use."""
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+                if result is not None and result.get("stage") != "done":
+                    result = None
+                if result is not None and not all(math.isfinite(result.get(m, math.nan)) for m in self.metric):
+                    result, error = None, True
+                super().on_trial_complete(trial_id, result, error)
+
         sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(50, total // 2)), seed=spec.seed)
-        search_alg = OptunaSearch(metric=[selection_metric(spec.select_on), OBJECTIVES[spec.objective]],
-                                  mode=["max", "min"], sampler=sampler, seed=spec.seed, storage=optuna_storage)
+        search_alg = FinalResultsOnly(metric=[selection_metric(spec.select_on), OBJECTIVES[spec.objective]],
+                                      mode=["max", "min"], sampler=sampler, seed=spec.seed, storage=optuna_storage)
     scheduler = None
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(metric="val_acc", mode="max", grace_period=spec.grace_period,
@@ -447,15 +557,76 @@ def selection_metric(select_on: str) -> str:
     return {"val": "val_acc_op", "test": "acc_op"}[select_on]
 
 
-def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutcome:
-    """Run (or resume) a sweep with Ray Tune; log to MLflow; write the Pareto fronts at the end."""
+def check_resources(spec: SweepSpec, waiting_s: float) -> None:
+    """Refuse a sweep whose trial asks for more CPUs or GPUs than the Ray cluster has, before any trial
+    starts (Ray would otherwise keep it PENDING for ever). ``waiting_s`` > 0 (a cluster that may scale
+    up): warn, then wait that long for the resources to appear."""
     import ray
+
+    deadline = time.monotonic() + waiting_s
+    warned = False
+    while True:
+        resources = ray.cluster_resources()
+        short = [f"{asked:g} {name} per trial, and the Ray cluster has {resources.get(key, 0.0):g}"
+                 for name, key, asked in (("GPU(s)", "GPU", spec.gpus_per_trial), ("CPU(s)", "CPU", spec.cpus_per_trial))
+                 if asked > resources.get(key, 0.0)]
+        if not short:
+            return
+        if time.monotonic() >= deadline:
+            waited = f" (waited {waiting_s:g} s for the cluster to scale up)" if waiting_s > 0 else ""
+            raise ConfigError(f"cannot place a trial: it asks for {'; '.join(short)}{waited}; lower "
+                              "--gpus-per-trial / --cpus-per-trial or add nodes")
+        if not warned:
+            print(f"warning: a trial asks for {'; '.join(short)}; waiting up to {waiting_s:g} s "
+                  "(--pending-timeout) for the cluster to scale up", file=sys.stderr, flush=True)
+            warned = True
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+
+
+def _start_ray(options: SweepOptions) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                     "configure_logging": True, "logging_level": "WARNING"}
+        if options.address:
+            init_args["address"] = options.address
+        elif options.num_cpus:
+            init_args["num_cpus"] = options.num_cpus
+        ray.init(**init_args)
+
+
+def _stop_gracefully_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``, a scheduler ending the job) stops the sweep like Ctrl-C: Tune's
+    own graceful stop (it listens to SIGUSR1 while running), or KeyboardInterrupt outside it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum, frame):
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler is installed: let it stop
+            signal.raise_signal(signal.SIGUSR1)
+        else:
+            raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutcome:
+    """Run (or resume) a sweep with Ray Tune; log to MLflow; write the Pareto fronts at the end.
+
+    Before any trial: the tracking URI and the resources are checked (``ConfigError`` /
+    ``tracking.TrackingError``). The parent run ends FINISHED when every trial has an outcome,
+    KILLED when the sweep was interrupted (Ctrl-C, SIGTERM); ``--resume`` reopens it.
+    """
     from ray import tune
 
     options = options or SweepOptions()
     clock = time.perf_counter()
     validate_spec(spec)
-    tracking_uri = tracking.resolve_tracking_uri(options.tracking_uri)
+    tracking_uri = tracking.check_tracking_uri(options.tracking_uri, create=True)
     storage = Path(options.storage_path or "ray_results").resolve()
     methods = list(spec.methods)
     bases = {}
@@ -465,8 +636,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         base["cache_dir"] = str(Path(base["cache_dir"] or default_cache_dir()).resolve())
         base["seed"] = spec.seed
         bases[method] = base
-    total = spec.num_samples * len(methods)
     param_space = build_param_space(spec, methods)
+    total = count_trials(spec, param_space)
+    _start_ray(options)
+    check_resources(spec, options.pending_timeout if options.address else 0.0)
 
     if options.resume is not None:
         storage_dir = _latest_sweep_dir(storage, options.resume or spec.name)
@@ -489,16 +662,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         print(TEST_SELECTION_WARNING, file=sys.stderr, flush=True)
     print(f"sweep {run_name}: {total} trials ({', '.join(methods)}), search {spec.search}, "
           f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time, choosing on the {spec.select_on} split")
-    print(f"tracking: {tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
-
-    if not ray.is_initialized():
-        init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                     "configure_logging": True, "logging_level": "WARNING"}
-        if options.address:
-            init_args["address"] = options.address
-        elif options.num_cpus:
-            init_args["num_cpus"] = options.num_cpus
-        ray.init(**init_args)
+    print(f"tracking: {tracker.tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
 
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(
@@ -517,7 +681,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         parameter_columns={"method": "method"}, max_report_frequency=30, max_progress_rows=10,
         print_intermediate_tables=False, sort_by_metric=False,
     )
-    status = "FINISHED"
+    _stop_gracefully_on_sigterm()
+    status = "KILLED"  # until Tune says every trial has an outcome
     timings = {"start": time.perf_counter() - clock}
     clock = time.perf_counter()
     try:
@@ -535,25 +700,30 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
                 ),
                 run_config=tune.RunConfig(
                     name=run_name, storage_path=str(storage), verbose=options.verbose,
-                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                    callbacks=[_trial_lines(total), JsonLoggerCallback(), CSVLoggerCallback()],
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
+                    callbacks=[_sweep_callback(total, spec, bases, tracker), JsonLoggerCallback(),
+                               CSVLoggerCallback()],
                     progress_reporter=reporter,
                 ),
             )
-        tuner.fit()
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+        results = tuner.fit()
+        if results.num_terminated + results.num_errors >= total:
+            status = "FINISHED"
     finally:
         stopped = tracking.close_unfinished(tracker, "KILLED", "stopped early by the scheduler or an interrupt")
         if stopped:
             print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
+        if status == "KILLED":
+            tracking.end_sweep(tracker, "KILLED")
+            print(f"sweep interrupted: its parent run is KILLED; continue it with --resume {run_name}",
+                  file=sys.stderr, flush=True)
     timings["tune"] = time.perf_counter() - clock
     clock = time.perf_counter()
     outcome = finish_sweep(tracker, storage_dir, spec.select_on)
     tracking.end_sweep(tracker, status)
     timings["finish"] = time.perf_counter() - clock
     outcome.timings = timings
+    outcome.status = status
     return outcome
 
 
@@ -674,25 +844,30 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
     parser.add_argument("--seed", type=int, help="seed of the trials and the search")
     parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--max-failures", type=int, help="retries of a trial whose worker process died (default 1)")
+    parser.add_argument("--pending-timeout", type=float, default=600.0,
+                        help="with --address: seconds to wait for the cluster to offer one trial's CPUs/GPUs "
+                             "(default 600)")
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.preset, args.config, presets_dir, validate=False)
         if args.method:
             spec.methods = ["rnl", "qcfs"] if args.method == "both" else [args.method]
         for name in ("num_samples", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "search", "objective",
-                     "select_on", "scheduler", "experiment", "seed"):
+                     "select_on", "scheduler", "experiment", "seed", "max_failures"):
             if getattr(args, name) is not None:
                 setattr(spec, name, getattr(args, name))
         if args.data_dir:
             spec.trial.setdefault("data", {})["data_dir"] = args.data_dir
         validate_spec(spec)
         options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage_path=args.storage_path,
-                               resume=args.resume, num_cpus=args.num_cpus)
+                               resume=args.resume, num_cpus=args.num_cpus, pending_timeout=args.pending_timeout)
         if options.resume is not None:
             _latest_sweep_dir(Path(options.storage_path or "ray_results").resolve(), options.resume or spec.name)
-    except ConfigError as error:
+        tracking.check_tracking_uri(options.tracking_uri, create=True)  # before Ray starts
+        outcome = run_sweep(spec, options)
+    except (ConfigError, tracking.TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    outcome = run_sweep(spec, options)
     print_summary(outcome)
-    return 0
+    return 0 if outcome.status == "FINISHED" else 130  # interrupted: the shell's code for Ctrl-C

@@ -18,12 +18,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import pandas as pd
 
@@ -315,22 +320,80 @@ def reopen_sweep(tracker: SweepTracker) -> None:
     tracker.client.update_run(tracker.parent_run_id, status="RUNNING")
 
 
-def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
-                tags: Mapping[str, str] | None = None) -> str:
-    """Open the child run of ``trial_id``; an unfinished run left by an interrupted attempt of the
-    same trial is deleted first, so a resumed sweep never holds two runs of one trial."""
-    client = tracker.client
-    # only this trial's earlier runs: a query per trial start, not a read of the whole sweep
+#: tag of a trial run that ended FAILED: "exception" (the trial's own code raised; rerunning it gives the
+#: same error, so it is not retried) or "worker" (its process died: retried up to --max-failures)
+FAILURE_TAG = "failure"
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """What ``start_trial`` found or made for a trial: ``state`` is "new" (a fresh RUNNING run to log
+    to), "finished" (a FINISHED run exists: do not run the trial again; ``metrics`` are its final
+    metrics) or "failed" (the trial's own code failed before: ``error`` is its error tag)."""
+
+    run_id: str
+    state: str
+    metrics: Mapping[str, float]
+    error: str = ""
+
+
+def trial_runs(tracker: SweepTracker, trial_id: str) -> list["Run"]:
+    """The active runs of ``trial_id`` in the sweep (a query for this trial only, not the whole sweep)."""
     query = f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}' and tags.trial_id = '{trial_id}'"
-    for run in client.search_runs([tracker.experiment_id], query):
-        if run.info.status != "FINISHED":
-            client.delete_run(run.info.run_id)
+    return tracker.client.search_runs([tracker.experiment_id], query)
+
+
+def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
+                tags: Mapping[str, str] | None = None) -> TrialStart:
+    """Open the child run of ``trial_id``, unless MLflow already holds its outcome.
+
+    MLflow's record is the source of truth: a trial with a FINISHED run is never run again (whatever
+    Tune's saved state says after a driver was killed), and one whose own code failed is not rerun.
+    Any other run of the trial (RUNNING or KILLED: left by a dead worker or an interrupted driver) is
+    deleted before the new run opens, so no trial ever has two active runs.
+    """
+    client = tracker.client
+    runs = trial_runs(tracker, trial_id)
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return TrialStart(run.info.run_id, "finished", dict(run.data.metrics))
+    for run in runs:
+        if run.info.status == "FAILED" and run.data.tags.get(FAILURE_TAG) == "exception":
+            return TrialStart(run.info.run_id, "failed", dict(run.data.metrics), run.data.tags.get("error", ""))
+    for run in runs:
+        client.delete_run(run.info.run_id)
     run = client.create_run(
         tracker.experiment_id, run_name=run_name,
         tags={PARENT_TAG: tracker.parent_run_id, ROLE_TAG: "trial", "trial_id": trial_id, **(tags or {})},
     )
     _batch(client, run.info.run_id, params=params)
-    return run.info.run_id
+    return TrialStart(run.info.run_id, "new", {})
+
+
+def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
+                         error: str, kind: str = "worker") -> str:
+    """Make sure ``trial_id`` has a FAILED run with an ``error`` tag (called by the driver when Tune
+    gives a trial up): its unfinished run is closed FAILED, or, when the trial failed before it could
+    open one, a FAILED run is created with its params. A FINISHED run or one already FAILED with an
+    error is left as it is. Returns the run id."""
+    client = tracker.client
+    runs = trial_runs(tracker, trial_id)
+    for run in runs:
+        if run.info.status == "FINISHED" or (run.info.status == "FAILED" and run.data.tags.get("error")):
+            return run.info.run_id
+    if runs:
+        run_id = runs[0].info.run_id
+        for extra in runs[1:]:
+            client.delete_run(extra.info.run_id)
+    else:
+        run_id = client.create_run(
+            tracker.experiment_id, run_name=run_name,
+            tags={PARENT_TAG: tracker.parent_run_id, ROLE_TAG: "trial", "trial_id": trial_id},
+        ).info.run_id
+        _batch(client, run_id, params=params)
+    _batch(client, run_id, tags={"error": error[:5000], FAILURE_TAG: kind})
+    client.set_terminated(run_id, "FAILED")
+    return run_id
 
 
 def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -348,7 +411,8 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", 
 
     client = tracker.client
     metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
-    _batch(client, run_id, metrics=metrics, params=extra_params)
+    _batch(client, run_id, metrics=metrics, params=extra_params,
+           tags={f"warning.{name}": text for name, text in result.warnings.items()})
     now = int(time.time() * 1000)
     curve = [Metric(name, float(acc), now, t) for name, values in result.curves.items()
              for t, acc in enumerate(values, start=1)]
@@ -376,10 +440,11 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", 
 
 
 def end_trial(tracker: SweepTracker, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
-    """Close a child run: FINISHED, or FAILED with the error text as the ``error`` tag."""
+    """Close a child run: FINISHED, or FAILED with the error text as the ``error`` tag (and
+    ``failure`` = ``exception``: the trial's own code raised it)."""
     client = tracker.client
     if error is not None:
-        client.set_tag(run_id, "error", error[:5000])
+        _batch(client, run_id, tags={"error": error[:5000], FAILURE_TAG: "exception"})
     client.set_terminated(run_id, status)
 
 
@@ -416,3 +481,211 @@ def runs_url(tracking_uri: str, experiment_id: str, host: str = "http://127.0.0.
     """The MLflow UI page listing the experiment's runs (for a server URI, the server itself)."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else host
     return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+# =============================================================================================
+# checking a tracking URI before any work starts
+# =============================================================================================
+
+#: what an unknown scheme's error suggests instead
+URI_HINT = "use a folder, sqlite:///FILE, http(s)://HOST:PORT or another scheme MLflow supports"
+#: what an unreachable server's error suggests
+SERVER_HINT = "start it (mlflow server ...) or pass another --tracking-uri"
+#: what a missing store's error suggests (the wording of :func:`client_for`)
+MISSING_HINT = "run a sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI"
+#: the page ``mlflow server`` answers with the body "OK"
+HEALTH_PATH = "/health"
+
+
+def check_tracking_uri(uri: str | None, *, create: bool, timeout_s: float = 10.0) -> str:
+    """The resolved ``uri`` (see :func:`resolve_tracking_uri`; None = $MLFLOW_TRACKING_URI or the
+    default) once it is known to be usable, else a one-line :class:`TrackingError`.
+
+    ``create`` says whether the caller will write (a sweep: the store may be created) or only read
+    (a report: the store must exist). Local stores (``sqlite:///FILE``, a folder, ``file://``) are
+    checked on the file system: with ``create`` their folder must exist or be creatable and be
+    writable, without it the store must exist. An ``http(s)`` server must answer ``GET /health``
+    with "OK" within ``timeout_s`` seconds. Any other scheme must be one MLflow knows, and its store
+    must answer a one-row query within ``timeout_s`` seconds (MLflow's own retries are not waited for).
+    Nothing is created but the folder of a local store when ``create`` is true.
+    """
+    resolved = resolve_tracking_uri(uri)
+    scheme = urllib.parse.urlparse(resolved).scheme.lower()
+    if scheme.split("+", 1)[0] == "sqlite":
+        _check_sqlite_store(resolved, create)
+    elif scheme in ("", "file"):
+        _check_folder_store(resolved, create)
+    elif scheme in ("http", "https"):
+        _check_server(resolved, timeout_s)
+    else:
+        _check_other_store(resolved, scheme, timeout_s)
+    return resolved
+
+
+def _check_sqlite_store(uri: str, create: bool) -> None:
+    """A ``sqlite:///FILE`` store: writable (``create``) or existing (not ``create``)."""
+    path = _sqlite_file(uri)
+    if path is None:  # in memory: nothing on disk to check
+        return
+    if not create:
+        if not path.is_file():
+            raise TrackingError(f"no MLflow store at {path} (tracking URI {uri}); {MISSING_HINT}")
+        return
+    problem = _unwritable_folder(path.parent) or _unwritable_file(path)
+    if problem:
+        raise TrackingError(f"cannot write the MLflow store at {path}: {problem}")
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The absolute file of a SQLite URI (``sqlite:///relative`` or ``sqlite:////absolute``, any
+    ``sqlite+driver`` and query string); None for an in-memory database."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    name = rest.split("?", 1)[0]
+    if not name.startswith("/"):
+        if name:
+            raise TrackingError(f"tracking URI {uri}: a SQLite store is written sqlite:///FILE")
+        return None
+    name = name[1:]
+    if name in ("", ":memory:"):
+        return None
+    return Path(name).resolve()
+
+
+def _check_folder_store(uri: str, create: bool) -> None:
+    """A folder store (a plain path or ``file://``): writable (``create``) or existing (not ``create``)."""
+    parsed = urllib.parse.urlparse(uri)
+    path = Path(urllib.request.url2pathname(parsed.path)).resolve()
+    if not create:
+        if not path.is_dir():
+            raise TrackingError(f"no MLflow store at {path} (tracking URI {uri}); {MISSING_HINT}")
+        return
+    problem = _unwritable_folder(path)
+    if problem:
+        raise TrackingError(f"cannot write the MLflow store at {path}: {problem}")
+
+
+def _unwritable_folder(folder: Path) -> str:
+    """Why files cannot be created in ``folder`` ("" when they can): the folder is created if
+    missing, then a probe file is written in it and removed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create the folder {folder} ({_reason(error)})"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".snnconv-probe-", dir=folder)
+    except OSError as error:
+        return f"cannot create files in {folder} ({_reason(error)})"
+    os.close(handle)
+    os.unlink(probe)
+    return ""
+
+
+def _unwritable_file(path: Path) -> str:
+    """Why an existing ``path`` cannot be written ("" when it can, or does not exist yet)."""
+    if not path.exists():
+        return ""
+    if not path.is_file():
+        return "it is not a file"
+    try:
+        with open(path, "ab"):  # opened for appending, nothing written
+            pass
+    except OSError as error:
+        return _reason(error)
+    return ""
+
+
+def _reason(error: OSError) -> str:
+    """An ``OSError`` in a few words ("permission denied"), without its file name."""
+    return (error.strerror or str(error)).lower()
+
+
+def _check_server(uri: str, timeout_s: float) -> None:
+    """An MLflow tracking server: ``GET <uri>/health`` must answer "OK" within ``timeout_s`` seconds."""
+    shown = _hide_password(uri)
+    url = uri.rstrip("/") + HEALTH_PATH
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = response.read(64).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as error:
+        raise TrackingError(f"tracking server {shown} is not an MLflow server ({HEALTH_PATH} answered HTTP "
+                            f"{error.code}); {SERVER_HINT}") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise TrackingError(f"tracking server {shown} is not reachable ({_network_reason(error, timeout_s)}); "
+                            f"{SERVER_HINT}") from None
+    if body != "OK":
+        raise TrackingError(f"tracking server {shown} is not an MLflow server ({HEALTH_PATH} answered "
+                            f"{body[:40]!r}, not 'OK'); {SERVER_HINT}")
+
+
+def _network_reason(error: Exception, timeout_s: float) -> str:
+    """Why a request failed, in a few words ("connection refused", "no answer within 10 s")."""
+    cause = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(cause, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(cause, socket.gaierror):
+        return "unknown host"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+
+
+def _hide_password(uri: str) -> str:
+    """``uri`` with the password of ``user:password@host`` replaced by ``***``."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.password is None:
+        return uri
+    host = parsed.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{parsed.username}:***@{host}"))
+
+
+def _check_other_store(uri: str, scheme: str, timeout_s: float) -> None:
+    """Any other scheme: MLflow must know it, and its store must answer a one-row query in time."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+
+    shown = _hide_password(uri)
+
+    def query() -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+    try:
+        finished = _call_with_timeout(query, timeout_s)
+    except UnsupportedModelRegistryStoreURIException as error:
+        known = ", ".join(s for s in error.supported_uri_schemes if s)
+        raise TrackingError(f"tracking URI {shown}: unknown scheme {scheme!r}; {URI_HINT} ({known})") from None
+    except MlflowException as error:
+        raise TrackingError(f"cannot open the MLflow store at {shown}: {_first_line(error.message)}") from None
+    except Exception as error:  # a missing database driver, a refused connection, ...
+        raise TrackingError(f"cannot open the MLflow store at {shown}: {type(error).__name__}: "
+                            f"{_first_line(str(error))}") from None
+    if not finished:
+        raise TrackingError(f"the MLflow store at {shown} did not answer within {timeout_s:g} s; check it is "
+                            f"running, or pass another --tracking-uri")
+
+
+def _call_with_timeout(function: Callable[[], None], timeout_s: float) -> bool:
+    """Run ``function`` in a daemon thread; True once it returned (its exception is re-raised here),
+    False if it is still running after ``timeout_s`` seconds (it is left to finish on its own)."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            function()
+        except BaseException as error:  # handed to the caller's thread
+            errors.append(error)
+
+    worker = threading.Thread(target=target, name="snnconv-check-tracking-uri", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        return False
+    if errors:
+        raise errors[0]
+    return True
+
+
+def _first_line(text: str) -> str:
+    """The first non-empty line of ``text``, stripped."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
