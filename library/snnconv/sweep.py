@@ -392,7 +392,7 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
         raise
     tune.report({**final_report(result.metrics()), "method": result.method, "tracking_seconds": tracking_seconds,
-                 "mlflow_run_id": run_id})
+                 "mlflow_run_id": run_id, "warnings": ", ".join(result.warnings)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,8 +442,11 @@ def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, A
 
 def _error_text(trial) -> tuple[str, str]:
     """(kind, text) of a Tune trial's error: kind "worker" when its process died, else "exception"."""
-    error = trial.get_error()
-    text = f"{type(error).__name__}: {error}" if error is not None else "the trial failed (no error recorded by Tune)"
+    error_file = getattr(trial, "error_file", None)  # Tune's local record, written before the callbacks run
+    if error_file and Path(error_file).is_file():
+        text = Path(error_file).read_text().split("Failure # ")[-1].split("\n", 1)[-1].strip()
+    else:
+        text = str(trial.get_error() or "the trial failed (Tune recorded no error)")
     died = any(mark in text for mark in ("ActorDiedError", "died unexpectedly", "WorkerCrashedError", "exit code",
                                          "SIGKILL", "OutOfMemoryError"))
     if died:
@@ -483,6 +486,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
                 return
             unit = "T_eff" if trial.config.get("method") == "qcfs" else "IF steps"
             settled = "" if r.get("converged", 1.0) else "  (not converged: raise T_max)"
+            if r.get("warnings"):
+                settled += f"  warnings: {r['warnings']} (the run's warning.* tags say more)"
             print(f"{self._prefix(trial)} done   "
                   f"val {r.get('val_acc_op', math.nan):6.2f}%  test {r.get('acc_op', math.nan):6.2f}%  "
                   f"at t_op {r.get('t_op', math.nan):6.2f} {unit:8s}  omega {r.get('omega', math.nan):7.3f}  "
