@@ -302,6 +302,9 @@ def test_tracking_server_down_for_30_s_loses_no_metric(tmp_path):
                 assert steps == list(range(1, 9)), (run.info.run_name, curve, steps)
             assert {"layers.csv", "acc_curves.csv", "model"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
             assert run.data.tags["pareto_latency"] in ("true", "false")
+        # how the gap was bridged: the trials' MLflow calls waited in the client's own retries
+        # (seconds each trial spent in MLflow calls; printed for the reliability table, not asserted)
+        print("tracking_seconds per trial:", sorted(round(r.data.metrics["tracking_seconds"], 1) for r in runs))
     finally:
         kill_group(process)
         kill_group(server)
