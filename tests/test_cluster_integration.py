@@ -96,6 +96,19 @@ def test_sweep_on_two_nodes_logs_to_an_mlflow_server(tmp_path):
         assert hits == [0.0, 1.0, 1.0, 1.0], "stage 1 must be trained exactly once"
         assert len(list((tmp_path / "shared-cache").glob("*.pt"))) == 1
         assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"layers.csv", "model"}
+
+        # a cluster that may scale up: a GPU trial is waited for (warning), then refused with the numbers
+        clock = time.time()
+        gpu = subprocess.run(
+            [sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", str(spec_path),
+             "--address", f"{ip}:{gcs_port}", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"),
+             "--gpus-per-trial", "1", "--pending-timeout", "6"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert gpu.returncode == 2 and time.time() - clock >= 6, gpu.stdout[-2000:] + gpu.stderr[-2000:]
+        assert "waiting up to 6 s (--pending-timeout)" in gpu.stderr
+        assert "1 GPU(s) per trial, and the Ray cluster has 0 (waited 6 s" in gpu.stderr
+        assert len(client.search_runs([experiment.experiment_id], "tags.`snnconv.role` = 'sweep'")) == 1
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
         if server is not None:

@@ -253,13 +253,19 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     assert {failed.data.tags[f"pareto_{name}"] for name in ("latency", "energy", "omega")} == {"false"}
 
 
-def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local):
+def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="energy")
     outcome = run_sweep(load_spec(config_file=str(path)), SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r")))
     _, runs = children(uri, outcome.parent_run_id)
     assert len(runs) == 4
     assert not [r for r in runs if r.info.status == "RUNNING"]
+    # a trial ASHA stopped prints as stopped, never as "done" with NaN values
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 4 and not [line for line in lines if " done " in line and "nan" in line], lines
+    stopped = [line.split()[1] for line in lines if "stopped by asha" in line]
+    killed = [r.data.tags["trial_id"] for r in runs if r.info.status == "KILLED"]
+    assert sorted(stopped) == sorted(killed)
     assert {r.data.params["method"] for r in runs} <= {"rnl", "qcfs"}
 
 
