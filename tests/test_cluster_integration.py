@@ -107,7 +107,7 @@ def test_sweep_on_two_nodes_logs_to_an_mlflow_server(tmp_path):
         )
         assert gpu.returncode == 2 and time.time() - clock >= 6, gpu.stdout[-2000:] + gpu.stderr[-2000:]
         assert "waiting up to 6 s (--pending-timeout)" in gpu.stderr
-        assert "1 GPU(s) per trial, and the Ray cluster has 0 (waited 6 s" in gpu.stderr
+        assert "1 GPU(s) per trial, and the Ray cluster has 0 on its largest node (waited 6 s" in gpu.stderr
         assert len(client.search_runs([experiment.experiment_id], "tags.`snnconv.role` = 'sweep'")) == 1
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -570,13 +570,17 @@ def check_resources(spec: SweepSpec, waiting_s: float) -> None:
 
     deadline = time.monotonic() + waiting_s
     warned = False
+    asked = {"GPU": spec.gpus_per_trial, "CPU": spec.cpus_per_trial}
+    names = {"GPU": "GPU(s)", "CPU": "CPU(s)"}
     while True:
-        resources = ray.cluster_resources()
-        short = [f"{asked:g} {name} per trial, and the Ray cluster has {resources.get(key, 0.0):g}"
-                 for name, key, asked in (("GPU(s)", "GPU", spec.gpus_per_trial), ("CPU(s)", "CPU", spec.cpus_per_trial))
-                 if asked > resources.get(key, 0.0)]
-        if not short:
-            return
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        if any(all(node.get(key, 0.0) >= amount for key, amount in asked.items()) for node in nodes):
+            return  # one trial fits on some node (a trial runs on one node)
+        largest = {key: max((node.get(key, 0.0) for node in nodes), default=0.0) for key in asked}
+        short = [f"{amount:g} {names[key]} per trial, and the Ray cluster has {largest[key]:g} on its largest node"
+                 for key, amount in asked.items() if amount > largest[key]]
+        short = short or [f"{spec.gpus_per_trial:g} GPU(s) and {spec.cpus_per_trial:g} CPU(s) per trial, and no "
+                          "Ray node has both"]
         if time.monotonic() >= deadline:
             waited = f" (waited {waiting_s:g} s for the cluster to scale up)" if waiting_s > 0 else ""
             raise ConfigError(f"cannot place a trial: it asks for {'; '.join(short)}{waited}; lower "
