@@ -1,11 +1,15 @@
 # Two commands: `make demo` (install, then run the main job on the bundled default) and
-# `make test` (install, then run the whole test suite). Both create .venv on first use.
+# `make test` (install, then run the whole test suite, as CI does). Both create .venv on first use.
+# Also: `make test-fast` (the tests that start no Ray and take at most a few seconds each, doctests
+# included) and `make lint` (ruff, configured in pyproject.toml).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the tests also need the bench extra: SpikingJelly, the peer the IF simulator is checked against
+TEST_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install demo test bench docs-images clean
+.PHONY: install demo test test-fast lint bench docs-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,13 +17,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) sweeps/lambda_sweep.py
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
+
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check library sweeps analysis bench tests
 
 # the README's demo pictures: the demo sweep in a scratch folder, its report, two PNGs copied
 docs-images: $(STAMP)
@@ -29,8 +43,7 @@ docs-images: $(STAMP)
 	cp build/demo/report/front_latency.png docs/images/demo_front_latency.png
 	cp build/demo/report/acc_curves.png docs/images/demo_acc_curves.png
 
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+bench: $(TEST_STAMP)
 	$(PY) -m bench
 
 clean:

@@ -3,9 +3,11 @@
 Runs each benchmark in its own process (so one's memory and threads cannot disturb the next), each
 printing its evidence header (machine, CPU threads or GPU, versions, date) and its table and writing
 ``bench/results/<name>.json`` (``<name>_quick.json`` with ``--quick``). Then it prints one summary
-table of every target and, for a full run, rewrites the README's results table (between the markers
-``<!-- bench:results:start -->`` and ``<!-- bench:results:end -->``) from those JSON files, so the
-README's numbers are always the latest run's.
+table of every target and, for a full run, rewrites the results blocks (between the markers
+``<!-- bench:results:start -->`` and ``<!-- bench:results:end -->``) from those JSON files: the
+README gets the targets table, ``docs/benchmarks.md`` the full tables (targets, every figure the
+prose quotes, the evidence of each run). So the numbers in both are always the latest run's;
+``tests/test_docs.py`` checks that they equal what the committed JSON files give.
 
 Benchmarks: ``bench_if`` (IF simulation vs T x ANN and SpikingJelly), ``bench_pascal`` (PASCAL
 exact and spike-level inference vs the QCFS ANN), ``bench_sweep`` (sweep overhead, stage-1 cache),
@@ -25,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
+#: the full tables (targets, figures, evidence); the README holds only the targets
+DOCS = ROOT / "docs" / "benchmarks.md"
 BENCHMARKS = ("bench_if", "bench_pascal", "bench_sweep", "pareto")
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 
@@ -155,23 +159,40 @@ def summary_table(quick: bool) -> tuple[list[str], list[list[str]], list[dict[st
 
 
 def markdown(columns: list[str], rows: list[list[str]], evidence: list[dict[str, str]],
-             details: list[list[str]] | None = None) -> str:
+             details: list[list[str]] | None = None, collapsed: bool = True) -> str:
+    """The targets table, then (if given) every figure, folded away unless not ``collapsed``, then
+    one evidence line per benchmark."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
     if details:
-        lines += ["<details><summary>All figures of the latest run (what the prose quotes)</summary>", "",
-                  "| benchmark | figure | value |", "|---|---|---|"]
+        title = "All figures of the latest run (what the prose quotes)"
+        lines += [f"<details><summary>{title}</summary>", ""] if collapsed else [f"{title}:", ""]
+        lines += ["| benchmark | figure | value |", "|---|---|---|"]
         lines += ["| " + " | ".join(row) + " |" for row in details]
-        lines += ["", "</details>", ""]
+        lines += ["", "</details>", ""] if collapsed else [""]
     for facts in evidence:
         details = "; ".join(f"{k}: {v}" for k, v in facts.items() if k != "benchmark")
         lines.append(f"- `{facts['benchmark']}` — {details}")
     return "\n".join(lines)
 
 
+def targets_markdown(columns: list[str], rows: list[list[str]]) -> str:
+    """The targets table alone (the README's block)."""
+    return markdown(columns, rows, []).rstrip("\n")
+
+
+def read_block(path: Path) -> str | None:
+    """What ``path`` holds between the results markers (stripped), or None when they are missing."""
+    content = path.read_text()
+    if START not in content or END not in content:
+        return None
+    return content.split(START, 1)[1].split(END, 1)[0].strip()
+
+
 def update_readme(text: str, path: Path = README) -> bool:
-    """Replace the README's results block; False when the markers are missing."""
+    """Replace the results block of ``path`` (the README by default) with ``text``; False when the
+    markers are missing."""
     content = path.read_text()
     if START not in content or END not in content:
         return False
@@ -181,11 +202,24 @@ def update_readme(text: str, path: Path = README) -> bool:
     return True
 
 
+def update_docs(columns: list[str], rows: list[list[str]], evidence: list[dict[str, str]],
+                details: list[list[str]], readme: Path = README, docs: Path = DOCS) -> list[Path]:
+    """Rewrite both results blocks: the targets in ``readme``, the full tables in ``docs``. Returns the
+    files whose markers were found (and so were rewritten)."""
+    written = []
+    if update_readme(targets_markdown(columns, rows), readme):
+        written.append(readme)
+    if update_readme(markdown(columns, rows, evidence, details, collapsed=False), docs):
+        written.append(docs)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every benchmark")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
-    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results table")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not rewrite the results tables of README.md and docs/benchmarks.md")
     parser.add_argument("--summary-only", action="store_true", help="run nothing; summarise the result files")
     args = parser.parse_args(argv)
 
@@ -202,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== targets")
     print_table(columns, rows)
     if not args.quick and not args.no_readme and not args.only:
-        if update_readme(markdown(columns, rows, evidence, details)):
-            print(f"\nREADME.md results table rewritten from {RESULTS}")
+        for path in update_docs(columns, rows, evidence, details):
+            print(f"\n{path.relative_to(ROOT)}: results table rewritten from {RESULTS.relative_to(ROOT)}")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fast digits config whose stage-1 cache lives in a temporary folder."""
+"""Shared fixtures (a fast digits config whose stage-1 cache lives in a temporary folder), and the
+test tiers: ``make test-fast`` runs ``-m "not slow"``, and every test marked ``ray`` counts as slow."""
 
 from __future__ import annotations
 
@@ -6,6 +7,14 @@ import pytest
 import torch
 
 from snnconv.config import TrialConfig, apply_overrides
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects anything
+def pytest_collection_modifyitems(items):
+    """A test that starts Ray is slow too, so that ``-m "not slow"`` leaves it out."""
+    for item in items:
+        if item.get_closest_marker("ray") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from bench import bench_pascal
 
 
+@pytest.mark.slow
 def test_quick_mode_writes_the_figures(tmp_path, capsys):
     out = tmp_path / "bench_pascal.json"
     threads = torch.get_num_threads()

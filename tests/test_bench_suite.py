@@ -24,6 +24,7 @@ def run_module(name: str, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_sweep_benchmark_quick(tmp_path):
     data = run_module("bench_sweep", tmp_path / "bench_sweep.json")
@@ -39,6 +40,7 @@ def test_sweep_benchmark_quick(tmp_path):
                                                 "speed-up of the shared stage-1 cache"]
 
 
+@pytest.mark.slow
 def test_pareto_benchmark_quick(tmp_path):
     data = run_module("pareto", tmp_path / "pareto.json")
     assert data["quick"] and all(row["agree"] for row in data["rows"])
@@ -60,6 +62,7 @@ def test_every_committed_result_file_summarises(tmp_path):
     assert "| benchmark | measure | value | target | status |" in text
 
 
+@pytest.mark.ray
 def test_gpu_share_benchmark_says_when_it_cannot_run(tmp_path):
     import torch
 

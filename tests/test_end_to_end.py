@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.ray
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# every test here runs real processes (most of them a sweep on Ray, marked ray too)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py")]
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PYTHONUNBUFFERED": "1"}
@@ -146,6 +149,7 @@ def wait_for_running_run(uri: str, timeout: float = 120) -> None:
 # ------------------------------------------------------------------ the driver dies
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_driver_killed_hard_then_resume_runs_each_trial_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -183,6 +187,7 @@ def test_driver_killed_hard_then_resume_runs_each_trial_once(tmp_path):
     assert "6 of 6 trials finished" in resumed.stdout
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_sigterm_stops_like_ctrl_c_and_resume_finishes_the_parent(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -213,6 +218,7 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes_the_parent(tmp_path):
 # ------------------------------------------------------------------ a worker dies
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("max_failures", [1, 0])
 def test_a_killed_worker_is_retried_or_recorded_with_the_reason(tmp_path, max_failures):
@@ -271,6 +277,7 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
     raise AssertionError("mlflow server did not start")
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_tracking_server_down_for_30_s_loses_no_metric(tmp_path):
     port = free_port()
@@ -313,6 +320,7 @@ def test_tracking_server_down_for_30_s_loses_no_metric(tmp_path):
 # ------------------------------------------------------------------ refused before any work
 
 
+@pytest.mark.ray
 def test_a_gpu_trial_on_a_machine_without_gpus_is_refused_within_a_minute(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep_file(tmp_path)
@@ -357,14 +365,16 @@ def test_a_space_that_can_draw_an_invalid_profile_is_refused_before_ray(tmp_path
     result = subprocess.run(command(tmp_path, f"sqlite:///{tmp_path}/mlflow.db"), cwd=tmp_path, env=ENV,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip() == ("error: space.qcfs.qcfs.levels: the search can draw 'pascal', which cannot run: "
-                                     "qcfs.levels: the 'pascal' profile has lists for vgg16, resnet18 only, not 'small'")
+    assert result.stderr.strip() == (
+        "error: space.qcfs.qcfs.levels: the search can draw 'pascal', which cannot run: "
+        "qcfs.levels: the 'pascal' profile has lists for vgg16, resnet18 only, not 'small'")
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
 
 
 # ------------------------------------------------------------------ failures inside a trial
 
 
+@pytest.mark.ray
 def test_a_trial_failing_before_its_first_metric_has_a_failed_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # stage 1 diverges at its first batch: no metric was ever logged
@@ -380,6 +390,7 @@ def test_a_trial_failing_before_its_first_metric_has_a_failed_run(tmp_path):
     assert "0 of 1 trials finished" in result.stdout and "[1/1]" in result.stdout
 
 
+@pytest.mark.ray
 def test_grid_progress_counts_the_grid(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     space = {"rnl": {"rnl.lam": {"type": "choice", "values": [0.0, 0.5, 2.0]}}}
@@ -387,10 +398,12 @@ def test_grid_progress_counts_the_grid(tmp_path):
     result = subprocess.run(command(tmp_path, uri), cwd=tmp_path, env=ENV, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    progress = sorted(line.split()[0] for line in result.stdout.splitlines() if line.startswith("[") and " done " in line)
+    progress = sorted(line.split()[0] for line in result.stdout.splitlines()
+                      if line.startswith("[") and " done " in line)
     assert progress == ["[1/3]", "[2/3]", "[3/3]"] and "3 trials (rnl)" in result.stdout
 
 
+@pytest.mark.ray
 def test_a_qcfs_trial_whose_if_comparison_cannot_be_built_finishes_with_pascal(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # a fine-tune lr of 1.0 drives some QCFS thresholds λ below zero on digits (seen: -3048 in features.9):

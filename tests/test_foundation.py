@@ -58,7 +58,7 @@ def test_activation_layers_are_in_forward_order_with_fan_in():
     assert len(weight_layers(vgg)) == 16
 
     order: list[str] = []
-    hooks = [l.module.register_forward_hook(lambda m, i, o, n=l.name: order.append(n)) for l in layers]
+    hooks = [layer.module.register_forward_hook(lambda m, i, o, n=layer.name: order.append(n)) for layer in layers]
     vgg.eval()(torch.randn(1, 3, 32, 32))
     assert order == [layer.name for layer in layers]
     for hook in hooks:
@@ -197,6 +197,7 @@ def _train_slowly(root: str, log: str) -> None:
     Stage1Cache(root).get_or_train("same-key", train)
 
 
+@pytest.mark.slow
 def test_two_processes_asking_for_one_key_train_once(tmp_path):
     context = mp.get_context("spawn")
     log = tmp_path / "log.txt"
@@ -255,6 +256,7 @@ def test_yaml_errors(tmp_path):
 
 # ------------------------------------------------------------------ CLI
 
+@pytest.mark.slow
 def test_train_cli_trains_then_hits_the_cache(tmp_path):
     command = [sys.executable, "-m", "snnconv.train", "--model", "small", "--dataset", "digits", "--epochs", "2",
                "--cache-dir", str(tmp_path), "--device", "cpu"]

@@ -7,8 +7,7 @@ import doctest
 import pytest
 
 from snnconv import operating_point
-from snnconv.operating_point import (IF_STEPS, convergence_start, if_operating_point, is_converged,
-                                     operating_step)
+from snnconv.operating_point import IF_STEPS, convergence_start, if_operating_point, is_converged, operating_step
 
 
 def test_monotone_curve_settles_where_it_enters_the_band():

@@ -16,8 +16,16 @@ import pandas as pd
 import pytest
 
 from snnconv import pareto
-from snnconv.pareto import (AnalysisError, ParetoWarning, analyse, analyse_legacy, front_tags, hypervolume, knee_index,
-                            pareto_mask)
+from snnconv.pareto import (
+    AnalysisError,
+    ParetoWarning,
+    analyse,
+    analyse_legacy,
+    front_tags,
+    hypervolume,
+    knee_index,
+    pareto_mask,
+)
 
 MAX_MIN = ["max", "min"]
 NAN, INF = math.nan, math.inf

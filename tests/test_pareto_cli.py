@@ -513,6 +513,7 @@ def test_cli_rejects_trial_runs_and_other_experiments(store, tmp_path, capsys):
     assert code == 2 and "not to 'snnconv'" in stderr
 
 
+@pytest.mark.slow
 def test_script_runs_as_a_command(store, tmp_path):
     """``analysis/pareto.py`` itself: --help, a report, and a user error with no traceback."""
     script = [sys.executable, str(ROOT / "analysis" / "pareto.py")]

@@ -19,8 +19,16 @@ from torch import nn
 from snnconv.convert import to_pascal
 from snnconv.layers import QCFS
 from snnconv.models import BasicBlock, activation_layers, build_model
-from snnconv.pascal import (compare_with_ann, correct, integrate, pasc_if, pasc_if_reference, quantise_count,
-                            spike_train, weight_layer_steps)
+from snnconv.pascal import (
+    compare_with_ann,
+    correct,
+    integrate,
+    pasc_if,
+    pasc_if_reference,
+    quantise_count,
+    spike_train,
+    weight_layer_steps,
+)
 
 LEVELS = (1, 2, 4, 8, 16)
 FLOAT64_BOUND = 1e-9

@@ -185,7 +185,8 @@ def test_t_eff_vectors():
     assert t_eff_layer(4, 1 / 432) == pytest.approx(4.1284, abs=1e-4)
     assert t_eff_layer(5, 0.0) == 5.0
     # the authors' VGG constants (FC2 = 1/384 where the fan-in rule gives 1/3072) with the 15 L values
-    authors_r = [4 / 81, 1 / 432, 1 / 432, 1 / 864, 1 / 864, 1 / 1728, 1 / 1728, 1 / 1728] + [1 / 3456] * 5 + [1 / 384] * 2
+    authors_r = ([4 / 81, 1 / 432, 1 / 432, 1 / 864, 1 / 864, 1 / 1728, 1 / 1728, 1 / 1728]
+                 + [1 / 3456] * 5 + [1 / 384] * 2)
     assert np.mean([t_eff_layer(t, r) for t, r in zip(VGG16_PASCAL, authors_r)]) == pytest.approx(4.544, abs=1e-3)
     with pytest.raises(ValueError):
         t_eff_layer(0, 0.1)
@@ -246,6 +247,7 @@ def test_finetune_levels_sets_levels_and_trains():
         finetune_levels(model, [1, 1], data.train, config.stage1, torch.device("cpu"), epochs=1, lr=0.1)
 
 
+@pytest.mark.slow
 def test_digits_trial_snn_equals_ann(tmp_path):
     base = {"method": "qcfs", "model": "small", "cache_dir": str(tmp_path), "seed": 0, "device": "cpu",
             "stage1.epochs": 3, "qcfs.threshold_init": 1.0, "qcfs.stage1_levels": 4,

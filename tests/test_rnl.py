@@ -10,13 +10,19 @@ import torch
 from torch import nn
 
 from snnconv.config import ConfigError, TrialConfig, apply_overrides
-from snnconv.layers import (RateNorm, activation_factory, lock_running_max, rate_norm_layers, scale_parameters,
-                            set_scale, share_scale)
+from snnconv.layers import (
+    RateNorm,
+    activation_factory,
+    lock_running_max,
+    rate_norm_layers,
+    scale_parameters,
+    set_scale,
+    share_scale,
+)
 from snnconv.metrics import OmegaRecorder, aggregate_omega, layer_omega, model_omega, omega_tensor, output_omega
 from snnconv.models import build_model
 from snnconv.pipeline import METHOD_RUNNERS, run_trial, stage1
 from snnconv.train import ril_loss, train_ril
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

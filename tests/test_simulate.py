@@ -16,7 +16,6 @@ from snnconv.models import build_model
 from snnconv.neurons import IFNeuron, StaticInput, if_neurons, reset_state
 from snnconv.simulate import T_EFF_NOT_REACHED, first_step_within, simulate, spike_fan_out
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

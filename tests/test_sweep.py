@@ -187,6 +187,7 @@ def test_bad_selection_settings_are_refused(tmp_path, capsys):
 
 # ------------------------------------------------------------------ real sweeps
 
+@pytest.mark.ray
 def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec = load_spec(config_file=str(write_spec(tmp_path)))
@@ -209,8 +210,8 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
         assert "pareto_t_eff" not in tags
         assert 0 <= metrics["snn_acc"] <= 100 and metrics["converged"] in (0.0, 1.0)
 
-        def curve(key):
-            history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        def curve(key, run_id=run.info.run_id):
+            history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
             return {m.step: m.value for m in history}
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -240,11 +241,13 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
             "pareto/front_omega.png"} <= parent_files
 
 
+@pytest.mark.ray
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_spec(tmp_path, methods=["rnl"], search="grid", num_samples=1,
                       space={"rnl": {"stage1.lr": {"type": "choice", "values": [0.05, 1.0e12]}}})
-    outcome = run_sweep(load_spec(config_file=str(path)), SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r")))
+    options = SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r"))
+    outcome = run_sweep(load_spec(config_file=str(path)), options)
     _, runs = children(uri, outcome.parent_run_id)
     status = {r.data.params["stage1_lr"]: r for r in runs}
     assert status["0.05"].info.status == "FINISHED"
@@ -253,10 +256,12 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     assert {failed.data.tags[f"pareto_{name}"] for name in ("latency", "energy", "omega")} == {"false"}
 
 
+@pytest.mark.ray
 def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="energy")
-    outcome = run_sweep(load_spec(config_file=str(path)), SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r")))
+    options = SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r"))
+    outcome = run_sweep(load_spec(config_file=str(path)), options)
     _, runs = children(uri, outcome.parent_run_id)
     assert len(runs) == 4
     assert not [r for r in runs if r.info.status == "RUNNING"]
@@ -269,6 +274,7 @@ def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local, caps
     assert {r.data.params["method"] for r in runs} <= {"rnl", "qcfs"}
 
 
+@pytest.mark.ray
 def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_spec(tmp_path, methods=["rnl"], num_samples=4, max_concurrent=1,
@@ -276,7 +282,8 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path):
     command = [sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", str(path), "--tracking-uri", uri,
                "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     lines = []
     for line in process.stdout:  # wait for the first finished trial, then interrupt
         lines.append(line)

@@ -12,16 +12,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .levels import LEVEL_CHOICES, LEVEL_POLICIES, PASCAL_LISTS
+
 METHODS = ("rnl", "qcfs")
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenet")
-#: L values PASCAL's layerwise schedule chooses from
-LEVEL_CHOICES = (1, 2, 4, 8, 16)
 
 
 class ConfigError(ValueError):
@@ -122,7 +123,7 @@ class QcfsConfig:
     stage1_levels: int = 8
     #: layerwise L of the fine-tune: a list (one L per activation layer), a named profile, or "al"
     #: (the AL-metric policy); None keeps the uniform stage-1 L
-    levels: Union[list[int], str, None] = None
+    levels: list[int] | str | None = None
     #: initial QCFS threshold lambda: 8.0 (QCFS) or 1.0 (PASCAL)
     threshold_init: float = 8.0
     finetune_epochs: int = 3
@@ -319,7 +320,8 @@ def validate(config: TrialConfig) -> None:
                 "nothing is downloaded unless data.download is true"
             )
         if not data.download and not Path(data.data_dir).is_dir():
-            raise ConfigError(f"data.data_dir: {data.data_dir!r} does not exist (set data.download to fetch {data.name})")
+            raise ConfigError(f"data.data_dir: {data.data_dir!r} does not exist "
+                              f"(set data.download to fetch {data.name})")
         if data.name == "imagenet" and data.download:
             raise ConfigError("data.download: ImageNet cannot be downloaded; point data.data_dir at train/ and val/")
 
@@ -402,8 +404,6 @@ def validate_level_list(model_name: str, levels: list[int], path: str = "levels"
 def validate_level_policy(model_name: str, policy: str, base: int, path: str = "qcfs.levels") -> None:
     """Refuse an unknown L profile name, the "pascal" profile for a model it has no list for, and a
     stage-1 L outside {1, 2, 4, 8, 16} where a profile or the AL policy derives L from it."""
-    from .levels import LEVEL_POLICIES, PASCAL_LISTS
-
     if policy not in LEVEL_POLICIES:
         raise ConfigError(f"{path}: unknown L profile {policy!r}; known: {', '.join(LEVEL_POLICIES)} "
                           "(or give a list with one L per layer)")

@@ -19,7 +19,7 @@ from .neurons import IFNeuron, StaticInput, v_init_fraction
 # ---------------------------------------------------------------------------------------------
 # rate-coded IF conversion (RNL, plain QCFS)
 
-#: layers a rate-coded SNN keeps as they are (linear maps applied at every step, algorithms.md §0)
+#: layers a rate-coded SNN keeps as they are (linear maps applied at every step, docs/methods.md §0)
 RATE_CODED_LAYERS = (
     nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
     nn.Flatten, nn.Dropout, nn.Identity,

@@ -5,12 +5,12 @@
 
 Models never hard-code an activation: they take a factory (a zero-argument callable returning a
 fresh module, see :func:`activation_factory`), so the same architecture is built with ReLU,
-RateNorm or QCFS. Formulas follow ``shared/reference/algorithms.md`` sections 1.1 and 2.2.
+RateNorm or QCFS. Formulas: ``docs/methods.md`` §1.1 (QCFS) and §2.2 (Rate Norm).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

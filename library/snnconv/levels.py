@@ -5,7 +5,7 @@ A trial's ``qcfs.levels`` is one of
 * a list with one L per activation layer (validated by :func:`snnconv.config.validate_level_list`);
 * a profile name from :data:`PROFILES`, expanded for the model by :func:`profile_levels`;
 * ``"al"``: the AL policy, :func:`levels_from_al` applied to the AL metric of each layer of the
-  stage-1 model (``shared/reference/algorithms.md`` section 3.10);
+  stage-1 model (``docs/methods.md`` §3.10);
 * None: the uniform stage-1 L.
 
 Every L is a power of two in {1, 2, 4, 8, 16} (the values PASCAL uses). This module imports no torch.
@@ -14,9 +14,10 @@ Every L is a power of two in {1, 2, 4, 8, 16} (the values PASCAL uses). This mod
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-from .config import LEVEL_CHOICES
+#: every L a layer may have: PASCAL's layerwise schedule chooses from these
+LEVEL_CHOICES = (1, 2, 4, 8, 16)
 
 #: the lists from PASCAL's code (section 3.8), for the models they were written for
 PASCAL_LISTS: dict[str, list[int]] = {

@@ -1,13 +1,14 @@
 """Conversion metrics: omega (RNL), AL and T_eff (PASCAL), firing rates, synaptic operations, energy.
 
-Formulas follow ``shared/reference/algorithms.md``; each function's docstring names its section.
+Formulas follow ``docs/methods.md``; each function's docstring names its section there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,7 +119,7 @@ class OmegaRecorder:
             raise RuntimeError(f"omega hooks did not see layers {missing}; run a forward pass first")
         return [self.values[name] for name in self.names]
 
-    def __enter__(self) -> "OmegaRecorder":
+    def __enter__(self) -> OmegaRecorder:
         self._handles = [module.register_forward_hook(self._hook(name)) for name, module in self.layers]
         return self
 

@@ -1,4 +1,4 @@
-"""Spiking neurons for rate-coded simulation (algorithms.md section 0).
+"""Spiking neurons for rate-coded simulation (``docs/methods.md`` §0).
 
 :class:`IFNeuron` is an integrate-and-fire neuron with reset by subtraction. It is stateful: each
 call is one time step, and the membrane persists until :func:`reset_state`. Only the membrane

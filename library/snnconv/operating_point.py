@@ -23,8 +23,8 @@ False
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 #: slack for comparing percentages computed from integer counts (they are exact to ~1e-13)
 _SLACK = 1e-9

@@ -61,9 +61,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -707,7 +708,7 @@ def write_front_csv(analysis: ParetoAnalysis, path: Path | str) -> Path:
 # =============================================================================================
 
 
-def new_figure(width: float = 6.4, height: float = 4.4) -> "Figure":
+def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
     """A figure (size in inches) on its own Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -717,7 +718,7 @@ def new_figure(width: float = 6.4, height: float = 4.4) -> "Figure":
     return figure
 
 
-def save_figure(figure: "Figure", path: Path | str) -> Path:
+def save_figure(figure: Figure, path: Path | str) -> Path:
     """Write ``figure`` as PNG to ``path`` (folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -752,7 +753,7 @@ def _unconverged(runs: pd.DataFrame) -> np.ndarray:
     return finished_mask(runs) & (pd.to_numeric(runs["converged"], errors="coerce").to_numpy(dtype=float) == 0)
 
 
-def _scatter(axes: "Axes", points: np.ndarray, colour: str, marker: str, hollow: np.ndarray,
+def _scatter(axes: Axes, points: np.ndarray, colour: str, marker: str, hollow: np.ndarray,
              label: str | None, **style: Any) -> None:
     """``points`` (k, 2) filled, the ``hollow`` ones (unconverged) as outlines; one legend label."""
     for pick, face in ((~hollow, colour), (hollow, "none")):
@@ -762,7 +763,7 @@ def _scatter(axes: "Axes", points: np.ndarray, colour: str, marker: str, hollow:
             label = None
 
 
-def draw_front(axes: "Axes", runs: pd.DataFrame, accuracy: str, cost: str, *, colour: str | None = None,
+def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colour: str | None = None,
                label: str | None = None, annotate: bool = True, show_dominated: bool = True,
                with_latency: bool = True) -> None:
     """The front of every row of ``runs`` (``accuracy`` up, ``cost`` along): points coloured and
@@ -799,7 +800,7 @@ def draw_front(axes: "Axes", runs: pd.DataFrame, accuracy: str, cost: str, *, co
         axes.margins(x=0.15, y=0.08)  # room for the labels of the end points
 
 
-def _annotate(axes: "Axes", rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
+def _annotate(axes: Axes, rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
     """One label per front point (identical runs share it)."""
     labels: dict[tuple[float, float], list[str]] = {}
     for (_, row), (x, y) in zip(rows.iterrows(), points):

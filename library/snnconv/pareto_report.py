@@ -24,19 +24,47 @@ import json
 import sys
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import tracking
-from .pareto import (FRONT_NAMES, JOINT, LEGACY_FRONTS, AnalysisError, ParetoAnalysis, ParetoWarning,
-                     accuracy_column, analyse, analyse_legacy, as_number, axis_label, draw_front, format_cell,
-                     format_table, front_table, is_legacy, method_names, method_style, new_figure, objective_values,
-                     ordered_methods, panel_title, parse_levels, plot_front, reference_point, resolve_fronts,
-                     run_label, run_ref, save_figure, write_front_csv)
+from .pareto import (
+    FRONT_NAMES,
+    JOINT,
+    LEGACY_FRONTS,
+    AnalysisError,
+    ParetoAnalysis,
+    ParetoWarning,
+    accuracy_column,
+    analyse,
+    analyse_legacy,
+    as_number,
+    axis_label,
+    draw_front,
+    format_cell,
+    format_table,
+    front_table,
+    is_legacy,
+    method_names,
+    method_style,
+    new_figure,
+    objective_values,
+    ordered_methods,
+    panel_title,
+    parse_levels,
+    plot_front,
+    reference_point,
+    resolve_fronts,
+    run_label,
+    run_ref,
+    save_figure,
+    write_front_csv,
+)
 
 #: what the report and the command line say when the fronts are chosen on the test split
 TEST_SPLIT_WARNING = ("the fronts are chosen on the test split (acc_op): choosing on it biases the fronts, and the "

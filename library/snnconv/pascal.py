@@ -1,6 +1,6 @@
 """PASCAL: exact, count-coded SNN inference of QCFS models (Ramesh & Srinivasan 2025).
 
-Formulas follow ``shared/reference/algorithms.md`` section 3. Every QCFS layer i becomes a
+Formulas: ``docs/methods.md`` §3 (the sections cited below are its). Every QCFS layer i becomes a
 spike-accumulating IF neuron ("PASC-IF") with its own window of ``T_i = L_i`` steps and quantum
 (threshold and spike amplitude) ``q_i = lambda_i / L_i``. A layer's output is a front-loaded spike
 train: ``n`` spikes of amplitude ``q`` on steps ``1..n``, zeros on the other ``T - n`` steps, and the
@@ -33,18 +33,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import QCFS, RateNorm
-from .models import BasicBlock, ResNet, SmallCNN, VGG
+from .models import VGG, BasicBlock, ResNet, SmallCNN
 
-Number = Union[int, float, Fraction]
+Number = int | float | Fraction
 
 # ---------------------------------------------------------------------------------------------
 # neuron level
@@ -214,12 +214,12 @@ class Block:
     """A ResNet BasicBlock: ``out(residual(x) + shortcut(x))``; ``shortcut == []`` is the identity."""
 
     name: str
-    residual: list["Op"]
-    shortcut: list["Op"]
+    residual: list[Op]
+    shortcut: list[Op]
     out: Neuron
 
 
-Op = Union[Neuron, Affine, Block]
+Op = Neuron | Affine | Block
 
 _AFFINE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
 _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
@@ -507,7 +507,7 @@ class PascalSNN(nn.Module):
         self.ops = compile_model(self.network)
         self._fanout_cache: dict = {}
 
-    def train(self, mode: bool = True) -> "PascalSNN":
+    def train(self, mode: bool = True) -> PascalSNN:
         """The SNN is inference only: stays in eval mode (batch norm uses its running statistics)."""
         return super().train(False)
 
@@ -561,7 +561,7 @@ class LayerEquivalence:
     mismatches: int = 0
     neurons: int = 0
 
-    def merge(self, other: "LayerEquivalence") -> None:
+    def merge(self, other: LayerEquivalence) -> None:
         self.max_abs_err = max(self.max_abs_err, other.max_abs_err)
         self.mismatches += other.mismatches
         self.neurons += other.neurons
@@ -584,7 +584,7 @@ class EquivalenceReport:
         """Neurons (over all layers and images) whose SNN spike count differs from the ANN's."""
         return sum(layer.mismatches for layer in self.layers.values())
 
-    def merge(self, other: "EquivalenceReport") -> None:
+    def merge(self, other: EquivalenceReport) -> None:
         for name, layer in other.layers.items():
             self.layers.setdefault(name, LayerEquivalence()).merge(layer)
         self.logits_abs_err = max(self.logits_abs_err, other.logits_abs_err)
@@ -595,7 +595,8 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def ann_trace(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def ann_trace(model: nn.Module,
+              images: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """The QCFS ANN's logits and, per QCFS layer name, its (pre-activation z, output a)."""
     trace: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []

@@ -22,9 +22,10 @@ import copy
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,8 +41,17 @@ from .models import activation_layers, build_model
 from .operating_point import PASCAL_T_EFF, OperatingPoint, if_operating_point
 from .pascal import evaluate_pascal
 from .simulate import SimulationResult, first_step_within, simulate
-from .train import (EpochCallback, EpochStats, batches, evaluate, finetune_levels, resolve_device, seed_everything,
-                    train_model, train_ril)
+from .train import (
+    EpochCallback,
+    EpochStats,
+    batches,
+    evaluate,
+    finetune_levels,
+    resolve_device,
+    seed_everything,
+    train_model,
+    train_ril,
+)
 
 #: ``on_progress(stage, metrics)``: stage is e.g. "stage1", "stage2", "finetune", "simulate"
 ProgressCallback = Callable[[str, Mapping[str, float]], None]
@@ -136,14 +146,6 @@ def stage1(config: TrialConfig, *, data: DataBundle | None = None, on_epoch: Epo
         val_acc=evaluate(model, data.val, device), test_acc=evaluate(model, data.test, device),
         seconds=time.perf_counter() - start,
     )
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with every parameter frozen (e.g. a teacher)."""
-    teacher = copy.deepcopy(model).eval()
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
-    return teacher
 
 
 # ---------------------------------------------------------------------------------------------

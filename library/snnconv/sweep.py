@@ -1,50 +1,54 @@
 """Ray Tune glue: a sweep of conversion trials, tracked in MLflow (imports ray lazily).
 
-A sweep is described by a :class:`SweepSpec` (a YAML preset in ``configs/``): a base trial config,
-the methods to run, the search space per method, the search algorithm and the resources. Each Ray
-Tune trial calls :func:`snnconv.pipeline.run_trial` and logs to its own nested MLflow run; stage 1
-is shared through the on-disk cache (one training per stage-1 key, guarded by a file lock).
-
-Search-space entries (``space: {method: {dotted.key: spec}}``), each ``spec`` a mapping:
-
-==========================================  ===================================================
-``{type: choice, values: [...]}``           one of the values (grid: every value)
-``{type: uniform, low, high}``              uniform float
-``{type: loguniform, low, high}``           log-uniform float; ``zero_fraction: f`` adds the
-                                            value 0 with probability ~f (lambda "plus 0")
-``{type: per_layer, values: [1, 2, ...]}``  one choice per activation layer -> a list (layerwise L)
-``{type: sorted_uniform, low, high, count}``  ``count`` uniform floats, sorted -> a list
-==========================================  ===================================================
-
-Any spec may carry ``grid: [...]`` (the values ``--search grid`` uses).
+A sweep is described by a :class:`SweepSpec` (a YAML preset in ``configs/``); its schema, loading,
+validation and search-space entries live in :mod:`snnconv.sweep_spec` (no Ray) and are re-exported
+here. Each Ray Tune trial calls :func:`snnconv.pipeline.run_trial` and logs to its own nested MLflow
+run; stage 1 is shared through the on-disk cache (one training per stage-1 key, guarded by a file lock).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import tracking
 from .cache import default_cache_dir
-from .config import METHODS, ConfigError, _from_dict, activation_names, apply_overrides, from_dict, load_yaml
+from .config import ConfigError, activation_names, apply_overrides, from_dict
+from .sweep_spec import (
+    LOG10_SUFFIX,
+    OBJECTIVES,
+    SCHEDULERS,
+    SEARCHES,
+    SELECT_ON,
+    SPACE_TYPES,
+    SweepSpec,
+    count_trials,
+    decode_params,
+    load_spec,
+    method_base,
+    selection_metric,
+    trial_params,
+    validate_spec,
+)
 
-SEARCHES = ("random", "grid", "optuna")
-SCHEDULERS = ("none", "asha")
-#: the cost Optuna minimises next to maximising the operating-point accuracy -> its metric name
-OBJECTIVES = {"latency": "t_op", "energy": "energy_op_mj", "omega": "omega"}
-#: the split every choice is made on (Optuna, the Pareto tags, the summary); "test" biases the fronts
-SELECT_ON = ("val", "test")
-SPACE_TYPES = ("choice", "uniform", "loguniform", "per_layer", "sorted_uniform")
+__all__ = [
+    # the sweep file (snnconv.sweep_spec)
+    "OBJECTIVES", "SCHEDULERS", "SEARCHES", "SELECT_ON", "SPACE_TYPES", "SweepSpec", "count_trials", "decode_params",
+    "load_spec", "method_base", "selection_metric", "trial_params", "validate_spec",
+    # running it with Ray Tune
+    "FRONT_TAGS", "EarlierFailure", "SweepOptions", "SweepOutcome", "build_param_space", "check_resources",
+    "final_report", "finish_sweep", "main", "print_summary", "run_sweep",
+]
+
 #: the keys every tune.report carries (Tune checks searcher / scheduler metrics on each result);
 #: ``val_acc`` is what ASHA compares: the validation accuracy during stage 2 / the fine-tune
 REPORT_KEYS = ("val_acc", "val_acc_op", "acc_op", "t_op", "energy_op_mj", "omega")
@@ -58,168 +62,8 @@ STATE_FILE = "snnconv_sweep.json"
 SCHEDULED_STAGES = ("stage2", "finetune")
 
 
-@dataclass
-class SweepSpec:
-    """A sweep: what to search, how, and with which resources (a preset YAML file)."""
-
-    name: str = "demo"
-    description: str = ""
-    #: rnl, qcfs or both
-    methods: list[str] = field(default_factory=lambda: ["rnl", "qcfs"])
-    #: trials per method
-    num_samples: int = 4
-    search: str = "random"
-    scheduler: str = "none"
-    #: the cost Optuna minimises next to maximising the operating-point accuracy: latency (t_op),
-    #: energy (energy_op_mj) or omega (single-method sweeps only: Ω differs in kind between methods)
-    objective: str = "latency"
-    #: the split that chooses: "val" (validation, default) or "test" (biased; for reproductions only)
-    select_on: str = "val"
-    max_concurrent: int = 2
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    experiment: str = tracking.DEFAULT_EXPERIMENT
-    seed: int = 0
-    #: share stage 1 between trials through the cache (false: every trial trains its own; for benchmarks)
-    share_stage1: bool = True
-    #: times a trial whose worker process died (OOM killer, preempted node) is retried (Tune's
-    #: FailureConfig); a trial whose own code raised is not retried: it would fail the same way
-    max_failures: int = 1
-    #: ASHA: first rung (in reported iterations) and the most iterations a trial reports
-    grace_period: int = 2
-    max_t: int = 100
-    #: the base trial config (nested, as TrialConfig)
-    trial: dict[str, Any] = field(default_factory=dict)
-    #: method -> nested TrialConfig values that differ for that method (e.g. the paper's stage-1 recipe)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    #: method -> {dotted config key: spec}
-    space: dict[str, Any] = field(default_factory=dict)
-
-
-def load_spec(preset: str | None = None, config_file: str | None = None, presets_dir: str | Path | None = None,
-              validate: bool = True) -> SweepSpec:
-    """Load a preset by name (``configs/<name>.yaml``) or a sweep YAML file; validate it (unless the
-    caller changes it first and validates then, as the command line does)."""
-    if config_file:
-        data = load_yaml(config_file)
-    else:
-        folder = Path(presets_dir) if presets_dir else Path.cwd() / "configs"
-        preset = preset or "demo"
-        path = folder / f"{preset}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-            raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known) or '(none found)'}")
-        data = load_yaml(path)
-    spec = _from_dict(SweepSpec, data)
-    if validate:
-        validate_spec(spec)
-    return spec
-
-
-def validate_spec(spec: SweepSpec) -> None:
-    """Check a sweep before any work: methods, search, resources, every space entry, the base trial."""
-    if not spec.methods or any(m not in METHODS for m in spec.methods):
-        raise ConfigError(f"methods: {spec.methods!r} is not allowed; choose from {', '.join(METHODS)}")
-    for name, value, allowed in (("search", spec.search, SEARCHES), ("scheduler", spec.scheduler, SCHEDULERS),
-                                 ("objective", spec.objective, tuple(OBJECTIVES)),
-                                 ("select_on", spec.select_on, SELECT_ON)):
-        if value not in allowed:
-            raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
-    if spec.search == "optuna" and spec.objective == "omega" and len(spec.methods) > 1:
-        raise ConfigError("objective: omega cannot rank rnl and qcfs trials together (rnl's Ω is on Rate Norm "
-                          "activations, qcfs's on a/λ); use --objective latency or energy, or sweep one --method")
-    for name in ("num_samples", "max_concurrent", "cpus_per_trial", "grace_period", "max_t"):
-        if not getattr(spec, name) > 0:
-            raise ConfigError(f"{name}: must be positive, got {getattr(spec, name)!r}")
-    if spec.gpus_per_trial < 0:
-        raise ConfigError(f"gpus_per_trial: must be zero or positive, got {spec.gpus_per_trial!r}")
-    if spec.max_failures < 0:
-        raise ConfigError(f"max_failures: must be zero or positive, got {spec.max_failures!r}")
-    for section in ("space", "overrides"):
-        unknown = [m for m in getattr(spec, section) if m not in METHODS]
-        if unknown:
-            raise ConfigError(f"{section}: unknown method {unknown[0]!r}; allowed: {', '.join(METHODS)}")
-    for method in spec.methods:
-        base = method_base(spec, method)
-        entries = spec.space.get(method) or {}
-        for key, entry in entries.items():
-            path = f"space.{method}.{key}"
-            _validate_entry(path, entry, spec.search)
-            apply_overrides(base, {key: _example(entry, base.model)})  # the key must name a real config field
-            for value in _drawable_values(entry, base.model, spec.search):  # every value the search can draw
-                try:
-                    apply_overrides(base, {key: value})
-                except ConfigError as error:
-                    raise ConfigError(f"{path}: the search can draw {value!r}, which cannot run: {error}") from None
-
-
-def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def method_base(spec: SweepSpec, method: str):
-    """The validated base TrialConfig of ``method``: ``trial`` merged with ``overrides[method]``."""
-    return from_dict({**_merge(spec.trial, spec.overrides.get(method) or {}), "method": method})
-
-
-def _validate_entry(path: str, entry: Any, search: str) -> None:
-    if not isinstance(entry, Mapping) or entry.get("type") not in SPACE_TYPES:
-        raise ConfigError(f"{path}: expected a mapping with type one of {', '.join(SPACE_TYPES)}, got {entry!r}")
-    kind = entry["type"]
-    required = {"choice": ("values",), "per_layer": ("values",), "uniform": ("low", "high"),
-                "loguniform": ("low", "high"), "sorted_uniform": ("low", "high", "count")}[kind]
-    for key in required:
-        if key not in entry:
-            raise ConfigError(f"{path}: a {kind} entry needs {key!r}")
-    if kind in ("uniform", "loguniform", "sorted_uniform") and not entry["low"] < entry["high"]:
-        raise ConfigError(f"{path}: low must be below high, got {entry['low']} and {entry['high']}")
-    if kind == "loguniform" and entry["low"] <= 0:
-        raise ConfigError(f"{path}: loguniform needs low > 0, got {entry['low']}")
-    if search == "grid" and kind in ("uniform", "loguniform", "sorted_uniform", "per_layer") and "grid" not in entry:
-        raise ConfigError(f"{path}: --search grid needs a 'grid: [...]' list of values for this {kind} entry")
-
-
-def _drawable_values(entry: Mapping[str, Any], model: str, search: str) -> list[Any]:
-    """Every value of a choice (or grid) the search can draw, and the bounds of a range, as the
-    config value they become (a per-layer entry: one list per choice, the same L in every layer)."""
-    kind = entry["type"]
-    if search == "grid" and "grid" in entry:
-        return list(entry["grid"])
-    if kind == "choice":
-        return list(entry["values"])
-    if kind == "per_layer":
-        return [[value] * len(activation_names(model)) for value in entry["values"]]
-    if kind == "sorted_uniform":
-        return [[float(entry[bound])] * int(entry["count"]) for bound in ("low", "high")]
-    if kind == "loguniform" and entry.get("zero_fraction"):
-        return [0.0, float(entry["low"]), float(entry["high"])]
-    return [float(entry["low"]), float(entry["high"])]
-
-
-def _example(entry: Mapping[str, Any], model: str) -> Any:
-    kind = entry["type"]
-    if "grid" in entry:
-        return entry["grid"][0]
-    if kind == "choice":
-        return entry["values"][0]
-    if kind == "per_layer":
-        return [entry["values"][0]] * len(activation_names(model))
-    if kind == "sorted_uniform":
-        return [float(entry["low"])] * int(entry["count"])
-    return float(entry["low"])
-
-
 # ---------------------------------------------------------------------------------------------
-# search space <-> trial overrides
-
-_INDEXED = re.compile(r"^(?P<key>.+)\[(?P<index>\d+)\]$")
-_LOG10 = ":log10"
+# the Ray Tune param space
 
 
 def build_param_space(spec: SweepSpec, methods: list[str]) -> dict[str, Any]:
@@ -247,7 +91,7 @@ def build_param_space(spec: SweepSpec, methods: list[str]) -> dict[str, Any]:
             elif kind == "loguniform" and entry.get("zero_fraction"):
                 low, high = math.log10(entry["low"]), math.log10(entry["high"])
                 fraction = float(entry["zero_fraction"])
-                space[key + _LOG10] = tune.uniform(low - (high - low) * fraction / (1 - fraction), high)
+                space[key + LOG10_SUFFIX] = tune.uniform(low - (high - low) * fraction / (1 - fraction), high)
             elif kind == "loguniform":
                 space[key] = tune.loguniform(entry["low"], entry["high"])
             elif kind == "per_layer":
@@ -258,66 +102,6 @@ def build_param_space(spec: SweepSpec, methods: list[str]) -> dict[str, Any]:
                     space[f"{key}[{index}]"] = tune.uniform(entry["low"], entry["high"])
     return space
 
-
-def count_trials(spec: SweepSpec, param_space: Mapping[str, Any]) -> int:
-    """How many trials the sweep will run: Optuna ``num_samples`` per method; random search
-    ``num_samples`` per method; grid search every combination of the grid values (and methods) once."""
-    if spec.search == "optuna":
-        return spec.num_samples * len(spec.methods)
-    variants = math.prod(len(value["grid_search"]) for value in param_space.values()
-                         if isinstance(value, Mapping) and "grid_search" in value)
-    return variants * (1 if spec.search == "grid" else spec.num_samples)
-
-
-def decode_params(params: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
-    """Tune's sampled params -> dotted config overrides (lists assembled, log10 decoded).
-
-    Only the entries of the trial's own method are kept.
-    """
-    method = params["method"]
-    own = spec.space.get(method) or {}
-    overrides: dict[str, Any] = {"method": method}
-    lists: dict[str, dict[int, Any]] = {}
-    for name, value in params.items():
-        if name == "method":
-            continue
-        if name.endswith(_LOG10):
-            key = name[: -len(_LOG10)]
-            if key in own:
-                overrides[key] = 0.0 if value < math.log10(own[key]["low"]) else float(10 ** value)
-            continue
-        match = _INDEXED.match(name)
-        if match and match["key"] in own:
-            lists.setdefault(match["key"], {})[int(match["index"])] = value
-        elif name in own:
-            overrides[name] = value
-    for key, items in lists.items():
-        values = [items[i] for i in sorted(items)]
-        overrides[key] = sorted(values) if own[key]["type"] == "sorted_uniform" else values
-    return overrides
-
-
-def trial_params(config) -> dict[str, Any]:
-    """The MLflow params of one trial (the tracking contract, ``docs/tracking.md``), only those the
-    method used."""
-    params: dict[str, Any] = {
-        "method": config.method, "model": config.model, "dataset": config.data.name, "seed": config.seed,
-        "stage1_epochs": config.stage1.epochs, "stage1_lr": config.stage1.lr,
-    }
-    if config.method == "rnl":
-        rnl = config.rnl
-        params.update(lam=rnl.lam, lr=rnl.lr, sharescale=rnl.sharescale, scale_init=rnl.scale_init,
-                      scale_mode=rnl.scale_mode, teacher=rnl.teacher, v_init=rnl.v_init, t_max=rnl.t_max,
-                      acc_tolerance=rnl.acc_tolerance, stage2_epochs=rnl.epochs,
-                      latency_tolerance=rnl.latency_tolerance, latency_unit="IF time steps")
-    else:
-        qcfs = config.qcfs
-        profile = qcfs.levels if isinstance(qcfs.levels, str) else ("custom" if qcfs.levels else "uniform")
-        params.update(lr=qcfs.finetune_lr, levels_profile=profile, stage1_levels=qcfs.stage1_levels,
-                      threshold_init=qcfs.threshold_init, finetune_epochs=qcfs.finetune_epochs,
-                      al_thresholds=qcfs.al_thresholds, t_max=qcfs.t_max,
-                      latency_tolerance=qcfs.latency_tolerance, latency_unit="PASCAL T_eff")
-    return params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,8 +259,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
         def on_trial_complete(self, iteration, trials, trial, **info):
             r = trial.last_result or {}
             if r.get("from_mlflow"):
-                print(f"[{self.done}/{total}] {trial.trial_id} already finished in MLflow (run {r.get('mlflow_run_id')}): "
-                      "not run again", flush=True)
+                print(f"[{self.done}/{total}] {trial.trial_id} already finished in MLflow "
+                      f"(run {r.get('mlflow_run_id')}): not run again", flush=True)
                 return
             self.done += 1
             if r.get("stage") != "done":  # stopped by the scheduler: what it had, not a result
@@ -555,11 +339,6 @@ def _search_and_scheduler(spec: SweepSpec, total: int, optuna_storage: Any = Non
         scheduler = ASHAScheduler(metric="val_acc", mode="max", grace_period=spec.grace_period,
                                   max_t=spec.max_t, reduction_factor=2)
     return search_alg, scheduler
-
-
-def selection_metric(select_on: str) -> str:
-    """The accuracy every choice uses: ``val_acc_op`` (validation) or ``acc_op`` (test)."""
-    return {"val": "val_acc_op", "test": "acc_op"}[select_on]
 
 
 def check_resources(spec: SweepSpec, waiting_s: float) -> None:

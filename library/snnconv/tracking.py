@@ -26,9 +26,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -97,7 +98,7 @@ class SweepRuns:
     select_on: str = ""
 
 
-def client_for(tracking_uri: str) -> "MlflowClient":
+def client_for(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` on ``tracking_uri``; a local SQLite store must already exist.
 
     Opening a missing SQLite file would silently create an empty store, so that is an error here.
@@ -120,7 +121,7 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len(prefix):])
 
 
-def find_experiment(client: "MlflowClient", name: str) -> "Experiment":
+def find_experiment(client: MlflowClient, name: str) -> Experiment:
     """The experiment called ``name``; the error lists the ones that exist."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -129,7 +130,7 @@ def find_experiment(client: "MlflowClient", name: str) -> "Experiment":
     return experiment
 
 
-def find_sweep(client: "MlflowClient", experiment: "Experiment", sweep_id: str | None) -> "Run":
+def find_sweep(client: MlflowClient, experiment: Experiment, sweep_id: str | None) -> Run:
     """The sweep (parent) run ``sweep_id`` of ``experiment``, or its latest sweep when None."""
     if sweep_id is None:
         runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
@@ -150,7 +151,7 @@ def find_sweep(client: "MlflowClient", experiment: "Experiment", sweep_id: str |
     return run
 
 
-def _get_run(client: "MlflowClient", run_id: str) -> "Run":
+def _get_run(client: MlflowClient, run_id: str) -> Run:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -188,7 +189,7 @@ def sweep_runs_frame(sweep: SweepLocation) -> pd.DataFrame:
     return trials_frame(search_children(client_for(sweep.tracking_uri), sweep.experiment_id, sweep.parent_run_id))
 
 
-def search_children(client: "MlflowClient", experiment_id: str, parent_id: str) -> list["Run"]:
+def search_children(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """Every child run of ``parent_id`` (all pages), oldest first."""
     runs: list[Run] = []
     token = None
@@ -201,7 +202,7 @@ def search_children(client: "MlflowClient", experiment_id: str, parent_id: str) 
             return runs
 
 
-def trials_frame(runs: Sequence["Run"]) -> pd.DataFrame:
+def trials_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per run with the columns described in ``SweepRuns`` (in the contract's order)."""
     rows = [_trial_row(run) for run in runs]
     base = ["run_id", "run_name", "status", "start_time", *TRIAL_TAGS, *TRIAL_PARAMS, *TRIAL_METRICS]
@@ -216,7 +217,7 @@ def trials_frame(runs: Sequence["Run"]) -> pd.DataFrame:
     return frame
 
 
-def _trial_row(run: "Run") -> dict[str, Any]:
+def _trial_row(run: Run) -> dict[str, Any]:
     tags = run.data.tags
     row: dict[str, Any] = {"run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id,
                            "status": run.info.status, "start_time": run.info.start_time}
@@ -259,14 +260,14 @@ def attach_report(tracking_uri: str, sweep_id: str, folder: Path, artifact_path:
 # =============================================================================================
 
 
-def _writer_client(tracking_uri: str) -> "MlflowClient":
+def _writer_client(tracking_uri: str) -> MlflowClient:
     """A client that may create the store (unlike :func:`client_for`, which only reads)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_id(client: "MlflowClient", name: str) -> str:
+def _experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -278,7 +279,7 @@ def _text(value: Any) -> str:
     return text[:6000]
 
 
-def _batch(client: "MlflowClient", run_id: str, metrics: Mapping[str, float] | None = None,
+def _batch(client: MlflowClient, run_id: str, metrics: Mapping[str, float] | None = None,
            params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None, step: int = 0) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
@@ -301,7 +302,7 @@ class SweepTracker:
     parent_run_id: str
 
     @property
-    def client(self) -> "MlflowClient":
+    def client(self) -> MlflowClient:
         return _writer_client(self.tracking_uri)
 
 
@@ -337,7 +338,7 @@ class TrialStart:
     error: str = ""
 
 
-def trial_runs(tracker: SweepTracker, trial_id: str) -> list["Run"]:
+def trial_runs(tracker: SweepTracker, trial_id: str) -> list[Run]:
     """The active runs of ``trial_id`` in the sweep (a query for this trial only, not the whole sweep)."""
     query = f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}' and tags.trial_id = '{trial_id}'"
     return tracker.client.search_runs([tracker.experiment_id], query)
@@ -403,7 +404,7 @@ def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float
         _batch(tracker.client, run_id, metrics=finite, step=step)
 
 
-def log_trial_result(tracker: SweepTracker, run_id: str, result: "TrialResult", extra_params: Mapping[str, Any]) -> None:
+def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> None:
     """Final metrics, each accuracy curve as a stepped metric (step = t), per-layer tables and weights."""
     import pandas as pd
     import torch

@@ -1,26 +1,25 @@
 """Stage 1: train the source ANN; ``evaluate`` gives test accuracy in percent.
 
-Command line (trains through the stage-1 cache and prints accuracies)::
+Command line (trains through the stage-1 cache and prints accuracies; ``__main__.py``)::
 
     python -m snnconv.train --model small --dataset digits
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
 import math
 import random
-import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import RnlConfig, Stage1Config
-from .models import set_levels
+from ..config import RnlConfig, Stage1Config
+from ..models import set_levels
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -162,41 +161,12 @@ def print_epoch(prefix: str = "") -> EpochCallback:
     return callback
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train (or load from the cache) one stage-1 model and print its accuracies."""
-    from .config import ConfigError, TrialConfig, apply_overrides, trial_config_from_yaml
-    from .pipeline import stage1
-
-    parser = argparse.ArgumentParser(prog="python -m snnconv.train", description=main.__doc__)
-    parser.add_argument("--config", help="trial config YAML (overridden by the flags below)")
-    parser.add_argument("--model", help="small, vgg11..vgg19, resnet18, resnet34")
-    parser.add_argument("--dataset", help="digits, synthetic, cifar10, cifar100, imagenet")
-    parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet")
-    parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
-    parser.add_argument("--method", help="activation of stage 1: rnl (Rate Norm) or qcfs")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--cache-dir", help="stage-1 cache folder")
-    args = parser.parse_args(argv)
-    try:
-        config = trial_config_from_yaml(args.config) if args.config else TrialConfig()
-        flags = {
-            "model": args.model, "data.name": args.dataset, "data.data_dir": args.data_dir,
-            "data.download": True if args.download else None, "method": args.method,
-            "stage1.epochs": args.epochs, "stage1.lr": args.lr, "data.batch_size": args.batch_size,
-            "seed": args.seed, "device": args.device, "cache_dir": args.cache_dir,
-        }
-        config = apply_overrides(config, {k: v for k, v in flags.items() if v is not None})
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    result = stage1(config, on_epoch=print_epoch())
-    print(f"stage 1 {'loaded from cache' if result.cache_hit else 'trained'}: {result.path}")
-    print(f"val accuracy {result.val_acc:.2f}%  test accuracy {result.test_acc:.2f}%")
-    return 0
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with every parameter frozen (e.g. a teacher)."""
+    teacher = copy.deepcopy(model).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,10 +205,6 @@ def finetune_levels(
                        on_epoch=on_epoch)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ---------------------------------------------------------------------------------------------
 # stage 2 of RNL + RIL: Rate Inference Loss, training the Rate Norm scales only (section 2.5)
 
@@ -265,7 +231,7 @@ class RilResult:
 
 
 def _mean_p(model: nn.Module) -> float:
-    from .layers import rate_norm_layers
+    from ..layers import rate_norm_layers
 
     values = [module.p().item() for _, module in rate_norm_layers(model)]
     return sum(values) / len(values)
@@ -285,7 +251,7 @@ class _CandidateTracker:
         self.best_scales = [scale.detach().clone() for scale in scales]
 
     def _measure(self, step: int, epoch: int, loss: float, cos_term: float) -> dict[str, float]:
-        from .metrics import model_omega
+        from ..metrics import model_omega
 
         result = model_omega(self.model, self.val_loader, self.device, self.config.omega_weighting)
         row = {"lam": self.config.lam, "step": step, "epoch": epoch, "val_acc": result.accuracy,
@@ -314,7 +280,7 @@ class _CandidateTracker:
 def _prepare_stage2(model: nn.Module, config: RnlConfig) -> list[nn.Parameter]:
     """Reset the scales to scale_init (shared or not), lock the running max, freeze everything but
     the scales, eval mode. Returns the distinct scale parameters."""
-    from .layers import lock_running_max, scale_parameters, set_scale, share_scale
+    from ..layers import lock_running_max, scale_parameters, set_scale, share_scale
 
     (share_scale if config.sharescale else set_scale)(model, config.scale_init)
     lock_running_max(model)
@@ -331,7 +297,7 @@ def ril_loss(target: torch.Tensor, logits: torch.Tensor, hidden_omega: list[torc
              weighting: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Rate Inference Loss: ``(1 - mean cosine(target, logits)) + lam * omega`` for logits
     ``[B, classes]`` and per-layer k tensors. Returns ``(loss, cosine term)`` (0-d tensors)."""
-    from .metrics import aggregate_omega, output_omega_tensor
+    from ..metrics import aggregate_omega, output_omega_tensor
 
     omega = aggregate_omega(hidden_omega, output_omega_tensor(logits), weighting)
     cos_term = 1.0 - nn.functional.cosine_similarity(target, logits, dim=1, eps=1e-6).mean()
@@ -367,8 +333,7 @@ def train_ril(
     ``on_validate(row)`` gets each validation's row (see :class:`RilResult`). Raises
     :class:`NonFiniteLossError` if the loss is NaN or infinite.
     """
-    from .metrics import OmegaRecorder
-    from .pipeline import frozen_copy
+    from ..metrics import OmegaRecorder
 
     model.to(device)
     teacher = frozen_copy(model) if config.teacher == "frozen" else model

@@ -1,0 +1,155 @@
+"""The package's shape, read from its source with ``ast`` (nothing is imported but in the last test):
+no import cycle between the modules of ``snnconv``, and Ray / MLflow / Optuna only in the glue
+modules, only lazily (inside functions, or under ``if TYPE_CHECKING:``)."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "library"
+PACKAGE = "snnconv"
+#: third-party packages only the glue may import: Ray Tune in sweep.py, MLflow in tracking.py
+GLUE_ONLY = ("ray", "mlflow", "optuna")
+GLUE = {"snnconv.sweep", "snnconv.tracking"}
+
+
+def module_name(path: Path) -> str:
+    """``library/snnconv/models/vgg.py`` -> ``snnconv.models.vgg``; a package's ``__init__.py`` -> the package."""
+    parts = list(path.relative_to(LIBRARY).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted((LIBRARY / PACKAGE).rglob("*.py"))}
+TREES = {name: ast.parse(path.read_text(), filename=str(path)) for name, path in MODULES.items()}
+
+
+def is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def imported_names(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The absolute dotted names an import statement of ``module`` asks for (``from a import b``: both
+    ``a`` and ``a.b``, since ``b`` may be a module)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        package = module if is_package(module) else module.rpartition(".")[0]
+        base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+        target = f"{base}.{node.module}" if node.module else base
+    else:
+        target = node.module or ""
+    return [target] + [f"{target}.{alias.name}" for alias in node.names if alias.name != "*"]
+
+
+def internal_target(name: str) -> str | None:
+    """The package module that importing ``name`` runs: the longest known prefix of it."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports, at any level (module, class, function, TYPE_CHECKING).
+    Importing ``a.b.c`` runs ``a.b``'s ``__init__`` too, unless the importer is in ``a.b`` (or is it)."""
+    graph: dict[str, set[str]] = {name: set() for name in MODULES}
+    for module, tree in TREES.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for name in imported_names(module, node):
+                target = internal_target(name)
+                if target is None:
+                    continue
+                if target != module:
+                    graph[module].add(target)
+                inside = {*ancestors(module), module}
+                graph[module].update(parent for parent in ancestors(target) if parent not in inside)
+    return graph
+
+
+def third_party_imports(tree: ast.AST, *, eager_only: bool) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import of a :data:`GLUE_ONLY` package in ``tree``;
+    ``eager_only``: only those that run when the module is imported (not in a function, not under
+    ``if TYPE_CHECKING:``)."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST) -> None:
+        if eager_only and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if eager_only and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return [(line, top) for line, top in found if top in GLUE_ONLY]
+
+
+def test_every_module_is_parsed():
+    assert {"snnconv.config", "snnconv.levels", "snnconv.pipeline", "snnconv.train", "snnconv.train.__main__",
+            "snnconv.sweep", "snnconv.sweep_spec", "snnconv.tracking", "snnconv.models.vgg"} <= set(MODULES)
+
+
+def test_the_graph_sees_relative_absolute_and_function_level_imports():
+    graph = import_graph()
+    assert "snnconv.layers" in graph["snnconv.models.vgg"]  # from ..layers import (module level)
+    assert "snnconv.pipeline" in graph["snnconv.sweep"]  # from .pipeline import run_trial (in a function)
+    assert "snnconv.tracking" in graph["snnconv.pareto_report"]  # from . import tracking
+    assert "snnconv.levels" in graph["snnconv.config"]
+    assert "snnconv.config" not in graph["snnconv.levels"]
+    assert "snnconv.pipeline" not in graph["snnconv.train"]
+
+
+def test_no_import_cycle_inside_the_package():
+    graph = import_graph()
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        cycle = error.args[1]
+        pytest.fail("import cycle: " + " -> ".join(cycle))
+    assert set(order) == set(MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - GLUE))
+def test_ray_mlflow_and_optuna_only_in_the_glue(module):
+    found = third_party_imports(TREES[module], eager_only=False)
+    assert not found, f"{MODULES[module].relative_to(ROOT)} imports " + ", ".join(
+        f"{top} (line {line})" for line, top in found) + f"; only {', '.join(sorted(GLUE))} may"
+
+
+@pytest.mark.parametrize("module", sorted(GLUE))
+def test_the_glue_imports_them_lazily(module):
+    assert third_party_imports(TREES[module], eager_only=False), f"{module} is no longer glue: update GLUE"
+    eager = third_party_imports(TREES[module], eager_only=True)
+    assert not eager, f"{module} imports " + ", ".join(f"{top} at line {line}" for line, top in eager) + \
+        " when it is imported; import it inside the function that needs it"
+
+
+def test_importing_the_whole_package_loads_no_ray_mlflow_or_optuna():
+    """The same rule at run time, for what the ast cannot see (a dependency importing them)."""
+    names = sorted(name for name in MODULES if not name.endswith("__main__"))
+    code = (f"import importlib, sys\nfor name in {names!r}:\n    importlib.import_module(name)\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(GLUE_ONLY)!r}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": f"{LIBRARY}{os.pathsep}{ROOT}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
