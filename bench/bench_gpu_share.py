@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     facts = evidence()
     print_header("4 trials sharing one GPU vs one after another", facts)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"bench_gpu_share{'_quick' if args.quick else ''}.json"
+    name = f"bench_gpu_share{'_quick' if args.quick else ''}.json"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
         print("no CUDA device: skipped")

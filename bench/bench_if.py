@@ -67,9 +67,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from torch import nn
@@ -676,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         "time_ratio": no_trim and no_trim["snn"]["ratio_to_ann_rnl"],
         "time_ratio_default_malloc": default and default["snn"]["ratio_to_ann_rnl"], "time_target": TIME_TARGET,
         "memory": memory, "memory_target": MEMORY_TARGET,
-        "memory_ratio_working": memory and memory["snn_simulation"]["working_mib"] / memory["ann_forward"]["working_mib"],
+        "memory_ratio_working": memory and (memory["snn_simulation"]["working_mib"]
+                                            / memory["ann_forward"]["working_mib"]),
         "memory_ratio_total": memory and memory["snn_simulation"]["total_mib"] / memory["ann_forward"]["total_mib"],
         "peer": {"name": "spikingjelly", "installed": import_peer() is not None,
                  "time_target": PEER_TIME_TARGET},

@@ -27,8 +27,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="images per batch (default 32, quick 4)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/bench_pascal[_quick].json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default bench/results/bench_pascal[_quick].json)")
     args = parser.parse_args(argv)
     batch = args.batch or (4 if args.quick else 32)
     repeats = args.repeats or (1 if args.quick else 5)

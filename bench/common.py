@@ -6,9 +6,9 @@ import datetime
 import json
 import os
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 
 def _cpu_name() -> str:

@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -86,10 +86,10 @@ def bench_masks(sizes, repeats, rng) -> list[dict]:
         for d in (2, 3):
             for n in sizes:
                 points = runs(kind, n, d, rng)
-                ours = best_of(lambda: pareto.pareto_mask(points, ["min"] * d), repeats)
+                ours = best_of(lambda points=points, d=d: pareto.pareto_mask(points, ["min"] * d), repeats)
                 row = {"what": "pareto_mask", "runs": kind, "n": n, "d": d, "ours_ms": ours}
                 if optuna_mask is not None:
-                    row["optuna_ms"] = best_of(lambda: optuna_mask(points), repeats)
+                    row["optuna_ms"] = best_of(lambda points=points: optuna_mask(points), repeats)
                     row["agree"] = bool((optuna_mask(points) == pareto.pareto_mask(points, ["min"] * d)).all())
                 rows.append(row)
     return rows
@@ -102,10 +102,13 @@ def bench_hypervolume(sizes, repeats, rng) -> list[dict]:
         for n in sizes:
             points = runs("front", n, d, rng)
             reference = np.full(d, 1.1)
-            ours = best_of(lambda: pareto.hypervolume(points, ["min"] * d, reference), repeats)
+            senses = ["min"] * d
+            ours = best_of(lambda points=points, senses=senses, reference=reference:
+                           pareto.hypervolume(points, senses, reference), repeats)
             row = {"what": "hypervolume", "runs": "front", "n": n, "d": d, "ours_ms": ours}
             if optuna_hv is not None:
-                row["optuna_ms"] = best_of(lambda: optuna_hv(points, reference), repeats)
+                row["optuna_ms"] = best_of(lambda points=points, reference=reference: optuna_hv(points, reference),
+                                           repeats)
                 row["agree"] = bool(np.isclose(pareto.hypervolume(points, ["min"] * d, reference),
                                                optuna_hv(points, reference), rtol=1e-9))
             rows.append(row)

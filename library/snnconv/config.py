@@ -33,12 +33,15 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which data set, where it lives, and how it is batched and augmented."""
 
+    #: data set: digits is bundled; cifar10, cifar100 and imagenet need data_dir
     name: str = "digits"
     #: folder holding the data set (required for cifar10, cifar100, imagenet)
     data_dir: str | None = None
     #: let torchvision download CIFAR into data_dir (needs network)
     download: bool = False
+    #: training batch size
     batch_size: int = 64
+    #: evaluation and simulation batch size
     eval_batch_size: int = 512
     #: images carved from the training set for validation; None = the data set's default
     val_size: int | None = None
@@ -46,15 +49,21 @@ class DataConfig:
     augment: bool = True
     #: side of the cutout square in pixels (0 = off)
     cutout: int = 0
+    #: DataLoader worker processes (CIFAR, ImageNet)
     num_workers: int = 2
     #: seed of the train/val(/test) split, fixed so that every trial sees the same split
     split_seed: int = 0
-    #: synthetic data only: classes, channels, image side, and set sizes
+    #: synthetic data only: number of classes
     num_classes: int = 10
+    #: synthetic data only: image channels
     channels: int = 3
+    #: synthetic data only: image side in pixels
     image_size: int = 32
+    #: synthetic data only: training images
     num_train: int = 1024
+    #: synthetic data only: validation images
     num_val: int = 256
+    #: synthetic data only: test images
     num_test: int = 256
 
 
@@ -62,16 +71,23 @@ class DataConfig:
 class Stage1Config:
     """Stage 1: training the source ANN (cached by a hash of everything that determines it)."""
 
+    #: stage-1 training epochs
     epochs: int = 20
+    #: stage-1 optimiser
     optimizer: str = "sgd"
+    #: stage-1 learning rate
     lr: float = 0.1
+    #: SGD momentum
     momentum: float = 0.9
+    #: weight decay (all parameters, QCFS thresholds included)
     weight_decay: float = 5e-4
-    #: cosine | step | constant
+    #: learning-rate schedule; step multiplies the lr by gamma at each milestone
     schedule: str = "cosine"
     #: the step schedule multiplies the lr by gamma once this many epochs have finished (MultiStepLR)
     milestones: list[int] = field(default_factory=list)
+    #: step schedule factor
     gamma: float = 0.1
+    #: cross-entropy label smoothing
     label_smoothing: float = 0.0
     #: bfloat16 autocast on CUDA (ignored on CPU)
     amp: bool = True
@@ -85,15 +101,19 @@ class RnlConfig:
     lam: float = 0.1
     #: stage-2 learning rate (scale parameters only)
     lr: float = 0.01
+    #: stage-2 optimiser (over the scale parameters only)
     optimizer: str = "sgd"
+    #: stage-2 SGD momentum
     momentum: float = 0.9
+    #: stage-2 weight decay (pulls the raw scale to 0, p to 0.5)
     weight_decay: float = 1e-4
     #: one scale parameter for all layers
     sharescale: bool = True
     #: raw (pre-sigmoid) initial scale of stage 2: 2.5 gives p = 0.924
     scale_init: float = 2.5
-    #: sigmoid | abs
+    #: how the raw scale becomes p: sigmoid(scale) (the authors) or |scale|
     scale_mode: str = "sigmoid"
+    #: stage-2 epochs (at most: stage 2 stops early below the tolerance)
     epochs: int = 1
     #: stop stage 2 when validation accuracy falls this many percentage points below the start
     acc_tolerance: float = 3.0
@@ -126,7 +146,9 @@ class QcfsConfig:
     levels: list[int] | str | None = None
     #: initial QCFS threshold lambda: 8.0 (QCFS) or 1.0 (PASCAL)
     threshold_init: float = 8.0
+    #: layerwise-L fine-tune epochs (0: only set the L list)
     finetune_epochs: int = 3
+    #: fine-tune learning rate
     finetune_lr: float = 0.01
     #: AL-policy thresholds (ascending): AL above the k-th threshold lowers L by k powers of two
     al_thresholds: list[float] = field(default_factory=lambda: [20.0, 30.0, 40.0])
@@ -145,14 +167,17 @@ class QcfsConfig:
 class TrialConfig:
     """One trial: data, model, stage 1, and the method's stage 2 and simulation."""
 
+    #: conversion method of the trial
     method: str = "rnl"
+    #: architecture, built with the method's activation
     model: str = "small"
     #: dropout of the model's classifier; None = the model family's default
     dropout: float | None = None
+    #: seed of training and stage 2 (part of the stage-1 key)
     seed: int = 0
-    #: auto | cpu | cuda | cuda:N
+    #: where the trial computes; auto = CUDA when available, else the CPU
     device: str = "auto"
-    #: stage-1 cache folder; None = $SNNCONV_CACHE or ~/.cache/snnconv
+    #: stage-1 cache folder; None = $SNNCONV_CACHE or ~/.cache/snnconv/stage1
     cache_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
