@@ -1,4 +1,4 @@
-"""RNL + RIL: Rate Norm Layer, omega, stage 2 (RIL) and run_trial, against algorithms.md sections 2 and 6."""
+"""RNL + RIL: Rate Norm Layer, omega, stage 2 (RIL) and run_trial, against docs/methods.md sections 2 and 6."""
 
 from __future__ import annotations
 

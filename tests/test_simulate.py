@@ -1,4 +1,4 @@
-"""Rate-coded IF conversion and simulation (algorithms.md sections 0, 1.5, 2.3, 6): neurons, converter,
+"""Rate-coded IF conversion and simulation (docs/methods.md sections 0, 1.5, 2.3, 6): neurons, converter,
 acc(t), spike statistics, synaptic operations and energy."""
 
 from __future__ import annotations

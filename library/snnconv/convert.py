@@ -157,8 +157,9 @@ def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, stati
     Speed options that do not change the function: ``fold_bn`` folds each BN into the conv before
     it; ``static_input`` computes the first layer (which sees the same image at every step) once per
     batch, about 3 % faster on VGG16 but it holds that layer's output for the whole batch (one
-    activation of the largest layer, which is why it is off by default; see the README, RNL section); and a
-    neuron whose input current nothing else reads (found by tracing) reuses it for its spikes.
+    activation of the largest layer, which is why it is off by default; see docs/library.md, the IF
+    simulation engine); and a neuron whose input current nothing else reads (found by tracing)
+    reuses it for its spikes.
     ``record`` keeps per-step spike counts for firing rates and synaptic operations.
     The copy is in eval mode with gradients off. Refuses unsupported models (see
     :func:`check_convertible`) before copying.
