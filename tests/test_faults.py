@@ -204,8 +204,9 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes_the_parent(tmp_path):
     parent, runs = sweep_runs(uri)
     assert parent.info.status == "KILLED"
     assert not [r for r in runs if r.info.status == "RUNNING"], "SIGTERM left a run RUNNING"
-    assert len([r for r in runs if r.info.status == "FINISHED"]) < 4
-    assert "--resume" in output
+    finished = len([r for r in runs if r.info.status == "FINISHED"])
+    assert finished < 4
+    assert "--resume" in output and f"{finished} of 4 trials finished" in output  # of all 4, not of those begun
 
     resumed = subprocess.run(command(tmp_path, uri, "--resume"), cwd=tmp_path, env=ENV, capture_output=True,
                              text=True, timeout=600)

@@ -213,6 +213,8 @@ class SweepOutcome:
     select_on: str = "val"
     #: the parent run's end: FINISHED (every trial has an outcome) or KILLED (interrupted)
     status: str = "FINISHED"
+    #: how many trials the sweep runs in all (``count_trials``); 0 = unknown
+    total: int = 0
 
 
 def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -512,6 +514,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     timings["finish"] = time.perf_counter() - clock
     outcome.timings = timings
     outcome.status = status
+    outcome.total = total
     return outcome
 
 
@@ -579,7 +582,10 @@ def print_summary(outcome: SweepOutcome) -> None:
             print(f"{flag} ({meaning}): {names or 'none'}")
     finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
     unsettled = int(table["converged"].str.startswith("no").sum()) if len(table) else 0
-    print(f"\n{finished} of {len(table)} trials finished; Pareto fronts: {outcome.report_dir}")
+    planned = max(outcome.total, len(table))
+    print(f"\n{finished} of {planned} trials finished; Pareto fronts: {outcome.report_dir}")
+    if outcome.status != "FINISHED":
+        print(f"the sweep was interrupted: {planned - len(table)} trial(s) never started; --resume runs what is left")
     if unsettled:
         print(f"{unsettled} trial(s) did not converge within T_max (their acc(t) still moves in its second half): "
               f"raise t_max for them")
