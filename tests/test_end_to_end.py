@@ -1,5 +1,7 @@
 """The user's path on a real tiny sweep: `lambda_sweep.py` with the default store, then
-`analysis/pareto.py`, then `mlflow ui` (started in the same folder with no arguments) serving the runs."""
+`analysis/pareto.py`, then `mlflow ui` (started in the same folder with no arguments) serving the runs;
+and `analysis/pareto.py --register`, whose registered model loads with `mlflow.pytorch.load_model` and,
+run as an SNN, gives its trial's logged accuracy."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.image
@@ -50,16 +53,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: the environment of every command here: MLflow's default store (./mlflow.db), no other
+ENV = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
+@dataclass
+class Sweep:
+    """The tiny sweep, run once for the module in ``folder`` (its store: ``folder/mlflow.db``)."""
+
+    folder: Path
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def e2e_sweep(tmp_path_factory) -> Sweep:
+    folder = tmp_path_factory.mktemp("e2e")
+    spec = dict(SPEC, trial={**SPEC["trial"], "cache_dir": str(folder / "cache")})
+    (folder / "e2e.yaml").write_text(yaml.safe_dump(spec))
+    sweep = subprocess.run([sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", "e2e.yaml",
+                            "--num-cpus", "2"], cwd=folder, env=ENV, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    return Sweep(folder, sweep.stdout)
+
+
 @pytest.mark.timeout(600)
-def test_sweep_then_report_then_mlflow_ui(tmp_path):
+def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
     from mlflow import MlflowClient
 
-    spec = dict(SPEC, trial={**SPEC["trial"], "cache_dir": str(tmp_path / "cache")})
-    (tmp_path / "e2e.yaml").write_text(yaml.safe_dump(spec))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    sweep = subprocess.run([sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", "e2e.yaml",
-                            "--num-cpus", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    tmp_path, env, sweep = e2e_sweep.folder, ENV, e2e_sweep
     assert (tmp_path / "mlflow.db").is_file(), "the default store is ./mlflow.db"
     lines = [line for line in sweep.stdout.splitlines() if line.startswith("[")]
     assert len(lines) == 6 and all(" done " in line for line in lines)
@@ -80,6 +101,8 @@ def test_sweep_then_report_then_mlflow_ui(tmp_path):
     # the sweep's pareto_* tags match a recomputation from the logged metrics (written out here, not
     # through snnconv.pareto), and the report's front membership agrees with them
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("snnconv")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # mlflow ui: training views
     table = pd.read_csv(folder / "pareto.csv")
     assert len(table) == 6 and set(table["method"]) == {"rnl", "qcfs"}
     runs = {row["run_id"]: client.get_run(row["run_id"]) for _, row in table.iterrows()}
@@ -116,3 +139,67 @@ def test_sweep_then_report_then_mlflow_ui(tmp_path):
     finally:
         os.killpg(ui.pid, 15)
         ui.wait(30)
+
+
+#: what a user runs to load a registered model and run it as an SNN (docs/pareto.md), for each URI
+#: given as an argument; prints {uri: [accuracy, the metadata's method]} as JSON
+LOAD = """
+import json, sys
+import mlflow
+from snnconv.export import evaluate_snn
+
+found = {}
+for uri in sys.argv[1:]:
+    model = mlflow.pytorch.load_model(uri)
+    metadata = mlflow.models.get_model_info(uri).metadata
+    found[uri] = [evaluate_snn(model, metadata), metadata["method"]]
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_register_the_latency_knee_and_run_it_as_an_snn(e2e_sweep):
+    """``--register`` registers the latency front's knee; ``models:/NAME/1`` loads with
+    ``mlflow.pytorch.load_model`` and its SNN, rebuilt from the model's metadata, gives the run's
+    ``acc_op`` on the test split exactly (so do one run of each method through ``runs:/<id>/model``);
+    every trial run has the data set as a dataset input."""
+    from mlflow import MlflowClient
+
+    folder = e2e_sweep.folder
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    report = subprocess.run([sys.executable, str(ROOT / "analysis" / "pareto.py"), "--out", "registered",
+                             "--register", "snnconv-demo"], cwd=folder, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    knee = json.loads((folder / "registered" / "summary.json").read_text())["fronts"]["latency"]["knee_run_id"]
+    version = client.get_model_version("snnconv-demo", "1")
+    assert version.run_id == knee and version.tags["snnconv.front"] == "latency"
+    loading = "as snnconv-demo version 1: load it with mlflow.pytorch.load_model('models:/snnconv-demo/1')"
+    assert loading in report.stdout
+
+    experiment = client.get_experiment_by_name("snnconv")
+    runs = client.search_runs([experiment.experiment_id], "tags.`snnconv.role` = 'trial'")
+    assert len(runs) == 6
+    for run in runs:  # the data set each trial saw: name, digest, split sizes
+        (dataset_input,) = run.inputs.dataset_inputs
+        dataset = dataset_input.dataset
+        assert dataset.name == "digits" and len(dataset.digest) == 10
+        assert json.loads(dataset.profile) == {"train": 1257, "val": 180, "test": 360}
+        assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "train+val+test"}
+        assert len(run.outputs.model_outputs) == 1
+    assert len({run.inputs.dataset_inputs[0].dataset.digest for run in runs}) == 1  # one split for all
+
+    by_id = {run.info.run_id: run for run in runs}
+    one_per_method = {run.data.params["method"]: run.info.run_id for run in runs}
+    uris = {"models:/snnconv-demo/1": knee, **{f"runs:/{run_id}/model": run_id for run_id in one_per_method.values()}}
+    loaded = subprocess.run([sys.executable, "-c", LOAD, *uris], cwd=folder, env=ENV, capture_output=True,
+                            text=True, timeout=240)
+    assert loaded.returncode == 0, loaded.stdout[-3000:] + loaded.stderr[-3000:]
+    found = json.loads(loaded.stdout.strip().splitlines()[-1])
+    for uri, run_id in uris.items():
+        accuracy, method = found[uri]
+        run = by_id[run_id]
+        assert method == run.data.params["method"], uri
+        assert accuracy == run.data.metrics["acc_op"], (uri, method)  # exact: everything is deterministic
+        if method == "qcfs":
+            assert accuracy == run.data.metrics["snn_acc"]  # PASCAL is exact: acc_op is its accuracy

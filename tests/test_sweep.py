@@ -195,6 +195,7 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
     client, runs = children(uri, outcome.parent_run_id)
     parent = client.get_run(outcome.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["snnconv.role"] == "sweep"
+    assert client.get_experiment(outcome.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.tags["snnconv.select_on"] == "val"
     assert parent.data.params["sweep.num_samples"] == "2"
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
@@ -215,7 +216,13 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
             return {m.step: m.value for m in history}
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"layers.csv", "acc_curves.csv", "model"} <= artifacts
+        assert {"layers.csv", "acc_curves.csv"} <= artifacts
+        (output,) = run.outputs.model_outputs  # the final model, an MLflow model of the run: runs:/<id>/model
+        logged = client.get_logged_model(output.model_id)
+        assert logged.name == "model" and logged.status == "READY" and logged.source_run_id == run.info.run_id
+        assert logged.experiment_id == run.info.experiment_id
+        (dataset,) = [item.dataset for item in run.inputs.dataset_inputs]
+        assert dataset.name == "digits" and json.loads(dataset.profile) == {"train": 1257, "val": 180, "test": 360}
         if params["method"] == "rnl":
             assert {"lam", "sharescale", "scale_init"} <= set(params)
             test_curve, val_curve = curve("snn_acc_t"), curve("val_snn_acc_t")

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -235,3 +237,82 @@ def data_shape(config: DataConfig) -> tuple[int, int, int]:
         classes = sum(1 for p in root.iterdir() if p.is_dir()) if root.is_dir() else 1000
         return classes, 3, 224
     raise ConfigError(f"data.name: unknown data set {config.name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# what a trial saw: name, split sizes, digest (logged as the trial run's MLflow dataset input)
+
+#: the splits of every ``DataBundle``, in order
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """A data set as a trial saw it: ``name``, the number of images of each split (``sizes``, keyed
+    ``train`` / ``val`` / ``test``), a ``digest`` (10 hex characters, as MLflow advises) that changes
+    when any image, label or split assignment changes, and ``source`` (how to get it again: loader,
+    split seed, folder)."""
+
+    name: str
+    sizes: dict[str, int]
+    digest: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_data(bundle: DataBundle, config: DataConfig) -> DataFacts:
+    """The :class:`DataFacts` of ``bundle`` (loaded from ``config``).
+
+    The digest hashes, per split, its size and content: the image and label tensors of an
+    in-memory set (digits, synthetic: well under a megabyte); for a folder set the split's indices
+    into the underlying data set and that set's own arrays (CIFAR: its uint8 images and labels) or
+    file list (ImageNet: relative paths and labels), never the decoded images.
+    """
+    digest = hashlib.sha256(bundle.name.encode())
+    sizes = {}
+    for split in SPLITS:
+        loader = getattr(bundle, split)
+        sizes[split] = _split_size(loader)
+        digest.update(f"|{split}:{sizes[split]}|".encode())
+        _hash_loader(digest, loader)
+    source: dict[str, Any] = {"loader": f"snnconv.data.load_data({config.name!r})", "split_seed": config.split_seed}
+    if config.data_dir is not None:
+        source["data_dir"] = str(config.data_dir)
+    return DataFacts(name=bundle.name, sizes=sizes, digest=digest.hexdigest()[:10], source=source)
+
+
+def _split_size(loader: Any) -> int:
+    if isinstance(loader, TensorLoader):
+        return loader.dataset_size
+    dataset = getattr(loader, "dataset", None)
+    return len(dataset) if dataset is not None else sum(len(labels) for _, labels in loader)
+
+
+def _hash_loader(digest: Any, loader: Any) -> None:
+    if isinstance(loader, TensorLoader):
+        digest.update(loader.images.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(loader.labels.detach().cpu().contiguous().numpy().tobytes())
+        return
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(dataset, Subset):
+        digest.update(torch.as_tensor(list(dataset.indices), dtype=torch.int64).numpy().tobytes())
+        dataset = dataset.dataset
+    _hash_dataset(digest, dataset)
+
+
+def _hash_dataset(digest: Any, dataset: Any) -> None:
+    """A torchvision data set's own arrays (``data``, ``targets``) or file list (``samples``)."""
+    import numpy as np
+
+    data = getattr(dataset, "data", None)
+    if isinstance(data, np.ndarray):
+        digest.update(np.ascontiguousarray(data).tobytes())
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        root = str(getattr(dataset, "root", ""))
+        for path, label in samples:
+            digest.update(f"{Path(path).relative_to(root) if root else path}:{label}\n".encode())
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        digest.update(np.asarray(targets, dtype=np.int64).tobytes())
+    if data is None and samples is None and targets is None:
+        digest.update(str(len(dataset)).encode())

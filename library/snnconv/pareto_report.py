@@ -50,6 +50,7 @@ from .pareto import (
     format_table,
     front_table,
     is_legacy,
+    latency_text,
     method_names,
     method_style,
     new_figure,
@@ -508,7 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "with the hypervolume of each")
     parser.add_argument("--log-to-mlflow", action="store_true",
                         help="attach the report folder to the sweep's parent run under report/")
+    parser.add_argument("--register", default=None, metavar="NAME", type=registered_model_name,
+                        help="register the model of the latency front's knee run in MLflow's Model Registry as "
+                             "NAME (a new version each time); load it with "
+                             "mlflow.pytorch.load_model('models:/NAME/<version>')")
     return parser
+
+
+def registered_model_name(text: str) -> str:
+    """``--register``'s value: a Model Registry name (not empty, no '/' or ':')."""
+    if not text.strip() or "/" in text or ":" in text:
+        raise argparse.ArgumentTypeError(f"a registered model name is not empty and has no '/' or ':', got {text!r}")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -607,6 +619,10 @@ def _run(args: argparse.Namespace) -> int:
                   if other is not None else None)
     if legacy or select_on == "test":
         print(f"warning: {LEGACY_WARNING if legacy else TEST_SPLIT_WARNING}", file=sys.stderr)
+    knee = None
+    if args.register is not None:  # checked before anything is written
+        knee = latency_knee(analysis)
+        tracking.find_run_model(sweep.tracking_uri, knee["run_id"])
     folder = args.out or Path("reports") / sweep.sweep_name
     if args.out is None:
         check_report_folder(folder)  # --out was checked before anything was read
@@ -618,7 +634,44 @@ def _run(args: argparse.Namespace) -> int:
         tracking.attach_report(sweep.tracking_uri, sweep.sweep_id, report.folder)
         print(f"report attached to run {sweep.sweep_id} under report/")
     print(f"report: {report.html.resolve()}")
+    if knee is not None:
+        version = register_knee(sweep, knee, args.register)
+        print(f"registered the latency knee {run_ref(knee)} ({knee.get('method')}, {latency_text(knee)}, "
+              f"{analysis.accuracy} {as_number(knee.get(analysis.accuracy)):.2f} %) as {version.name} version "
+              f"{version.version}: load it with mlflow.pytorch.load_model({version.uri!r})")
     return 0
+
+
+#: the front whose knee ``--register`` registers
+REGISTER_FRONT = "latency"
+
+
+def latency_knee(analysis: ParetoAnalysis) -> pd.Series:
+    """The knee run (a row of ``analysis.runs``) of the latency front; ``AnalysisError`` when the
+    latency front was not analysed or has no knee."""
+    if analysis.legacy:
+        raise AnalysisError("--register: this sweep was logged before operating points and before trials logged "
+                            "MLflow models; rerun the sweep")
+    front = analysis.fronts.get(REGISTER_FRONT)
+    if front is None:
+        raise AnalysisError(f"--register registers the knee of the {REGISTER_FRONT} front, which was not analysed; "
+                            f"add {REGISTER_FRONT} to --fronts")
+    if front.knee is None:
+        raise AnalysisError(f"--register: the {REGISTER_FRONT} front has no knee (no finished run with a finite "
+                            f"{analysis.accuracy} and t_op)")
+    return analysis.runs.iloc[front.knee]
+
+
+def register_knee(sweep: tracking.SweepRuns, knee: Mapping[str, Any], name: str) -> tracking.RegisteredVersion:
+    """Register the model of ``knee`` (a trial row of ``sweep``) as a new version of ``name``,
+    tagged with the sweep, the front and the run."""
+    tags = {"snnconv.sweep": sweep.sweep_id, "snnconv.front": REGISTER_FRONT, "snnconv.method": str(knee.get("method")),
+            "snnconv.t_op": f"{as_number(knee.get('t_op')):g}", "snnconv.acc_op": f"{as_number(knee.get('acc_op')):g}"}
+    description = (f"Knee of the {REGISTER_FRONT} front of sweep {sweep.sweep_name}: {run_ref(knee)}, "
+                   f"{knee.get('method')} at {latency_text(knee)}. Rebuild and run its SNN with "
+                   f"snnconv.export.evaluate_snn(model, metadata).")
+    return tracking.register_run_model(sweep.tracking_uri, str(knee["run_id"]), name, description=description,
+                                       tags=tags)
 
 
 def _curves(sweep: tracking.SweepRuns, analysis: ParetoAnalysis) -> dict[str, dict[str, pd.Series]]:

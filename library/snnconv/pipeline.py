@@ -33,7 +33,8 @@ from torch import nn
 from .cache import Stage1Cache, stable_hash
 from .config import ConfigError, TrialConfig, validate
 from .convert import to_if
-from .data import DataBundle, load_data
+from .data import DataBundle, DataFacts, describe_data, load_data
+from .export import model_metadata
 from .layers import ActivationFactory, RateNorm, activation_factory
 from .levels import levels_from_al, profile_levels
 from .metrics import al_per_layer, ann_macs, energy_mj, model_omega, qcfs_omega, t_eff_table
@@ -193,6 +194,13 @@ class TrialResult:
     seconds: float = 0.0
     #: the final model (not serialised by ``summary``)
     model: nn.Module | None = field(default=None, repr=False)
+    #: the data set the trial saw: name, split sizes, digest (``snnconv.data.describe_data``)
+    data: DataFacts | None = None
+    #: what rebuilds the trial's SNN from ``model`` (``snnconv.export.model_metadata``); logged as
+    #: the MLflow model's metadata
+    model_metadata: dict[str, Any] = field(default_factory=dict)
+    #: one test image [1, C, H, W] on the CPU: the logged model's input example
+    example_input: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def acc_curve(self) -> list[float]:
@@ -252,6 +260,18 @@ def rnl_layer_table(model: nn.Module, omega: Mapping[str, float],
     return rows
 
 
+def model_record(config: TrialConfig, data: DataBundle, point: OperatingPoint, layers: list[dict[str, Any]],
+                 levels: list[int] | None = None) -> dict[str, Any]:
+    """The ``data``, ``model_metadata`` and ``example_input`` fields of a trial's result."""
+    facts = describe_data(data, config.data)
+    images, _ = next(iter(data.test))
+    metadata = model_metadata(
+        config, t_op=point.t_op, acc_op=point.acc_op, thresholds=[row["threshold"] for row in layers],
+        levels=levels, input_shape=(data.in_channels, data.image_size, data.image_size),
+        num_classes=data.num_classes, data=facts)
+    return {"data": facts, "model_metadata": metadata, "example_input": images[:1].detach().float().cpu()}
+
+
 def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
     """RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation -> metrics."""
     start = time.perf_counter()
@@ -287,15 +307,15 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
         "energy_at_t_eff_mj": simulation.energy_at(int(t_eff)) if t_eff <= rnl.t_max else math.nan,
         "simulation_seconds": simulation.seconds + val_simulation.seconds,
     }
+    layers = rnl_layer_table(model, omega.per_layer, simulation)
     return TrialResult(
         method="rnl", ann_acc=ann_acc, val_ann_acc=omega.accuracy, snn_acc=simulation.snn_acc,
         val_snn_acc=val_simulation.snn_acc, operating_point=point, latency_tolerance=rnl.latency_tolerance,
         omega=omega.mean, t_eff=t_eff, synops=simulation.synops, energy_mj=simulation.energy_mj,
         curves={"snn_acc_t": simulation.acc_curve, "val_snn_acc_t": val_simulation.acc_curve},
-        layers=rnl_layer_table(model, omega.per_layer, simulation),
-        tables={"candidates": ril.candidates}, extra_metrics=extra,
+        layers=layers, tables={"candidates": ril.candidates}, extra_metrics=extra,
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
-        seconds=time.perf_counter() - start, model=model,
+        seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
     )
 
 
@@ -415,7 +435,7 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
                 "finetune": [dataclasses.asdict(stats) for stats in history]},
         extra_metrics=extra,
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
-        seconds=time.perf_counter() - start, model=model,
+        seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, rows, levels),
     )
 
 

@@ -6,7 +6,10 @@ per trial (tags ``mlflow.parentRunId``, ``snnconv.role`` = ``trial``, ``trial_id
 percent, a ``val_`` prefix for the validation split and none for the test split; each trial's
 operating point ``t_op``, ``val_acc_op``, ``acc_op``, ``energy_op_mj``, ``converged``; FAILED runs
 carry an ``error`` tag; after the sweep each child has ``pareto_latency``, ``pareto_energy`` and
-``pareto_omega`` tags.
+``pareto_omega`` tags. A finished trial logs its final model as an MLflow PyTorch model named ``model``
+(a LoggedModel of the run: ``runs:/<run id>/model``) whose metadata rebuilds its SNN
+(``snnconv.export``), and its data set as the run's dataset input; the experiment is tagged
+``mlflow.experimentKind`` = ``custom_model_development``.
 
 Every function takes the tracking URI explicitly and talks to it through its own ``MlflowClient``:
 nothing here changes MLflow's process-wide tracking URI (``mlflow.set_tracking_uri`` also rewrites
@@ -15,7 +18,10 @@ the ``MLFLOW_TRACKING_URI`` environment variable, which a library should not do 
 
 from __future__ import annotations
 
+import copy
+import importlib.metadata
 import json
+import logging
 import math
 import os
 import socket
@@ -46,6 +52,14 @@ ROLE_TAG = "snnconv.role"
 PARENT_TAG = "mlflow.parentRunId"
 #: the parent run's tag saying which split the sweep chose on: "val" (default) or "test"
 SELECT_ON_TAG = "snnconv.select_on"
+#: the experiment tag MLflow 3's UI reads to open an experiment on its model-training views (runs,
+#: models) rather than on its GenAI ones (traces, evaluations), and the value it writes for training
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: the name of each trial's logged model: ``runs:/<run id>/model``
+MODEL_NAME = "model"
+#: the input tag MLflow uses for a dataset input's role (the "context" beside the dataset's name)
+DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 #: the contract's trial params and metrics; a loaded frame always has these columns (NaN if absent)
 TRIAL_PARAMS = ("method", "model", "dataset", "lam", "lr", "sharescale", "scale_init", "levels",
@@ -256,6 +270,78 @@ def attach_report(tracking_uri: str, sweep_id: str, folder: Path, artifact_path:
 
 
 # =============================================================================================
+# writing: the model registry
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version made by :func:`register_run_model`: ``models:/<name>/<version>`` loads it."""
+
+    name: str
+    version: str
+    run_id: str
+    model_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def run_model_id(client: MlflowClient, run: Run) -> str | None:
+    """The id of the READY model named ``model`` that ``run`` logged (the latest one), else None."""
+    from mlflow.exceptions import MlflowException
+
+    outputs = run.outputs.model_outputs if run.outputs is not None else []
+    for output in sorted(outputs, key=lambda item: item.step, reverse=True):
+        try:
+            logged = client.get_logged_model(output.model_id)
+        except MlflowException:
+            continue
+        if logged.name == MODEL_NAME and str(logged.status) == "READY":
+            return logged.model_id
+    return None
+
+
+def find_run_model(tracking_uri: str, run_id: str) -> str:
+    """The id of the model trial run ``run_id`` logged; ``TrackingError`` when it logged none."""
+    client = client_for(tracking_uri)
+    run = _get_run(client, run_id)
+    model_id = run_model_id(client, run)
+    if model_id is None:
+        old = any(item.path == MODEL_NAME for item in client.list_artifacts(run_id))
+        hint = (": it ran before trials logged MLflow models (it has only a state dict, model/weights.pt); "
+                "rerun the sweep" if old else "")
+        raise TrackingError(f"run {run.info.run_name or run_id} ({run_id[:8]}) has no logged model{hint}")
+    return model_id
+
+
+def register_run_model(tracking_uri: str, run_id: str, name: str, *, description: str = "",
+                       tags: Mapping[str, str] | None = None) -> RegisteredVersion:
+    """Register the model trial run ``run_id`` logged (:func:`find_run_model`) as a new version of
+    the registered model ``name`` (created when missing) in the store's Model Registry; the
+    version's source is ``models:/<model id>``. ``TrackingError`` when the run logged no model or
+    the registry refuses."""
+    from mlflow.exceptions import MlflowException
+
+    model_id = find_run_model(tracking_uri, run_id)
+    client = client_for(tracking_uri)
+    try:
+        try:
+            client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id,
+                                              tags=dict(tags or {}), description=description or None,
+                                              model_id=model_id)
+    except MlflowException as error:
+        raise TrackingError(f"cannot register the model of run {run_id[:8]} as {name!r}: "
+                            f"{_first_line(error.message)}") from None
+    return RegisteredVersion(name=name, version=str(version.version), run_id=run_id, model_id=model_id)
+
+
+# =============================================================================================
 # writing: the sweep
 # =============================================================================================
 
@@ -268,10 +354,14 @@ def _writer_client(tracking_uri: str) -> MlflowClient:
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment ``name``, created if missing, tagged as a model-training experiment
+    (``EXPERIMENT_KIND_TAG``) unless it already has a kind (set by a person or by MLflow's UI)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def _text(value: Any) -> str:
@@ -405,39 +495,159 @@ def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float
 
 
 def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> None:
-    """Final metrics, each accuracy curve as a stepped metric (step = t), per-layer tables and weights."""
+    """Final metrics, each accuracy curve as a stepped metric (step = t), per-layer tables, the data
+    set as the run's dataset input, and the final model as an MLflow PyTorch model (:func:`log_model`).
+
+    The final metrics are linked to the logged model and to the data set, so MLflow shows them on
+    the model's page too.
+    """
     import pandas as pd
-    import torch
     from mlflow.entities import Metric
 
     client = tracker.client
-    metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
-    _batch(client, run_id, metrics=metrics, params=extra_params,
-           tags={f"warning.{name}": text for name, text in result.warnings.items()})
-    now = int(time.time() * 1000)
-    curve = [Metric(name, float(acc), now, t) for name, values in result.curves.items()
-             for t, acc in enumerate(values, start=1)]
-    for start in range(0, len(curve), 1000):
-        client.log_batch(run_id, metrics=curve[start:start + 1000])
+    data = result.data
+    if data is not None:
+        client.log_inputs(run_id, datasets=[_dataset_input(result)])
+    model_id = _create_model(tracker, run_id, result, extra_params) if result.model is not None else None
+    try:
+        metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
+        if model_id is None and data is None:
+            _batch(client, run_id, metrics=metrics)
+        else:
+            now = int(time.time() * 1000)
+            linked = [Metric(k, float(v), now, 0, model_id=model_id, dataset_name=data.name if data else None,
+                             dataset_digest=data.digest if data else None) for k, v in metrics.items()]
+            for start in range(0, len(linked), 1000):
+                client.log_batch(run_id, metrics=linked[start:start + 1000])
+        _batch(client, run_id, params=extra_params,
+               tags={f"warning.{name}": text for name, text in result.warnings.items()})
+        now = int(time.time() * 1000)
+        curve = [Metric(name, float(acc), now, t) for name, values in result.curves.items()
+                 for t, acc in enumerate(values, start=1)]
+        for start in range(0, len(curve), 1000):
+            client.log_batch(run_id, metrics=curve[start:start + 1000])
+        with tempfile.TemporaryDirectory() as folder:
+            folder_path = Path(folder)
+            if result.layers:
+                pd.DataFrame(result.layers).to_csv(folder_path / "layers.csv", index=False)
+                client.log_artifact(run_id, str(folder_path / "layers.csv"))
+            if result.curves:
+                steps = max(len(values) for values in result.curves.values())
+                table = pd.DataFrame({"t": range(1, steps + 1)})
+                for name, values in result.curves.items():
+                    table[name] = pd.Series(values, dtype=float)
+                table.to_csv(folder_path / "acc_curves.csv", index=False)
+                client.log_artifact(run_id, str(folder_path / "acc_curves.csv"))
+            for name, rows in result.tables.items():
+                if rows:
+                    pd.DataFrame(rows).to_csv(folder_path / f"{name}.csv", index=False)
+                    client.log_artifact(run_id, str(folder_path / f"{name}.csv"), "tables")
+        if model_id is not None:
+            _save_model(client, run_id, model_id, result)
+    except BaseException:
+        if model_id is not None:
+            client.finalize_logged_model(model_id, "FAILED")
+        raise
+
+
+def _dataset_input(result: TrialResult) -> Any:
+    """The trial's data set as an MLflow dataset input: name, digest, source (how it was loaded),
+    profile (images per split, ``{"train": n, "val": n, "test": n}``), context ``train+val+test``
+    and schema (images [-1, C, H, W] float32, labels [-1] int64)."""
+    import numpy as np
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types import Schema, TensorSpec
+
+    data = result.data
+    assert data is not None
+    source = CodeDatasetSource(tags={key: str(value) for key, value in data.source.items()})
+    schema = None
+    shape = result.model_metadata.get("input_shape")
+    if shape:
+        schema = json.dumps(TensorDatasetSchema(  # {"mlflow_tensorspec": ...}, as mlflow.data's numpy sets
+            features=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape), "images")]),
+            targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "labels")])).to_dict())
+    dataset = Dataset(name=data.name, digest=data.digest, source_type=source._get_source_type(),
+                      source=source.to_json(), schema=schema, profile=json.dumps(data.sizes))
+    return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, "+".join(data.sizes))])
+
+
+def _create_model(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> str:
+    """A PENDING LoggedModel named ``model`` in the sweep's experiment, from run ``run_id``, with
+    the run's params; its id."""
+    client = tracker.client
+    params = {**client.get_run(run_id).data.params, **{k: _text(v) for k, v in extra_params.items()}}
+    logged = client.create_logged_model(tracker.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+                                        params=params, model_type=f"snnconv-{result.method}")
+    return logged.model_id
+
+
+def model_requirements() -> list[str]:
+    """The logged models' pip requirements, given so that MLflow infers none (a slow import scan
+    per trial): pinned torch and cloudpickle (``mlflow.pytorch``'s defaults) and snnconv, whose
+    classes the pickled model is made of."""
+    import mlflow.pytorch
+
+    try:
+        snnconv = f"snnconv=={importlib.metadata.version('snnconv')}"
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without install
+        snnconv = "snnconv"
+    return [*mlflow.pytorch.get_default_pip_requirements(), snnconv]
+
+
+class _PickleNoticeFilter(logging.Filter):
+    """Drops ``mlflow.pytorch``'s warning that a pickled model runs code when it is loaded: trials
+    pickle on purpose (the SNN is rebuilt from the model's own RateNorm / QCFS modules, which
+    MLflow's other format, a ``torch.export`` graph, does not keep), and the warning would repeat in
+    the sweep's output once per trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+def _quiet_pickle_notice() -> None:
+    logger = logging.getLogger("mlflow.pytorch")
+    if not any(isinstance(item, _PickleNoticeFilter) for item in logger.filters):
+        logger.addFilter(_PickleNoticeFilter())
+
+
+def _save_model(client: MlflowClient, run_id: str, model_id: str, result: TrialResult) -> None:
+    """Write ``result.model`` (a CPU copy, eval mode) in MLflow's PyTorch model format into the
+    LoggedModel ``model_id``, mark it READY and record it as the run's output.
+
+    This is what ``mlflow.pytorch.log_model`` does, through ``client`` (see ``docs/tracking.md``):
+    that function logs wherever MLflow's process-wide tracking URI points and puts the model in the
+    process's active experiment, not in the run's.
+    """
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    assert result.model is not None
+    logged = client.get_logged_model(model_id)
+    model = copy.deepcopy(result.model).cpu().eval()
+    metadata = result.model_metadata
+    example = result.example_input.numpy() if result.example_input is not None else None
+    signature = None
+    if metadata.get("input_shape") and metadata.get("num_classes"):
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *metadata["input_shape"]))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, metadata["num_classes"]))]))
+    _quiet_pickle_notice()
     with tempfile.TemporaryDirectory() as folder:
-        folder_path = Path(folder)
-        if result.layers:
-            pd.DataFrame(result.layers).to_csv(folder_path / "layers.csv", index=False)
-            client.log_artifact(run_id, str(folder_path / "layers.csv"))
-        if result.curves:
-            steps = max(len(values) for values in result.curves.values())
-            table = pd.DataFrame({"t": range(1, steps + 1)})
-            for name, values in result.curves.items():
-                table[name] = pd.Series(values, dtype=float)
-            table.to_csv(folder_path / "acc_curves.csv", index=False)
-            client.log_artifact(run_id, str(folder_path / "acc_curves.csv"))
-        for name, rows in result.tables.items():
-            if rows:
-                pd.DataFrame(rows).to_csv(folder_path / f"{name}.csv", index=False)
-                client.log_artifact(run_id, str(folder_path / f"{name}.csv"), "tables")
-        if result.model is not None:
-            torch.save(result.model.state_dict(), folder_path / "weights.pt")
-            client.log_artifact(run_id, str(folder_path / "weights.pt"), "model")
+        path = Path(folder) / MODEL_NAME
+        mlflow.pytorch.save_model(
+            model, str(path), mlflow_model=Model(artifact_path=logged.artifact_location, run_id=run_id,
+                                                 model_uuid=model_id, model_id=model_id),
+            signature=signature, input_example=example, pip_requirements=model_requirements(),
+            metadata=dict(metadata), serialization_format="pickle")
+        client.log_model_artifacts(model_id, str(path))
+    client.finalize_logged_model(model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
 
 
 def end_trial(tracker: SweepTracker, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
