@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,14 +386,15 @@ def _start_ray(options: SweepOptions) -> None:
         ray.init(**init_args)
 
 
-def _stop_gracefully_on_sigterm() -> None:
+def _stop_gracefully_on_sigterm() -> Callable[[], None]:
     """SIGTERM (``kill``, ``timeout``, a scheduler ending the job) stops the sweep like Ctrl-C: Tune's
-    own graceful stop (it listens to SIGUSR1 while running), or KeyboardInterrupt outside it."""
+    own graceful stop (it listens to SIGUSR1 while running), or KeyboardInterrupt outside it.
+    Returns a function that puts the previous SIGTERM handler back."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
 
     def on_sigterm(signum, frame):
         if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler is installed: let it stop
@@ -401,7 +402,8 @@ def _stop_gracefully_on_sigterm() -> None:
         else:
             raise KeyboardInterrupt("SIGTERM")
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutcome:
@@ -471,7 +473,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         parameter_columns={"method": "method"}, max_report_frequency=30, max_progress_rows=10,
         print_intermediate_tables=False, sort_by_metric=False,
     )
-    _stop_gracefully_on_sigterm()
+    restore_sigterm = _stop_gracefully_on_sigterm()
     status = "KILLED"  # until Tune says every trial has an outcome
     timings = {"start": time.perf_counter() - clock}
     clock = time.perf_counter()
@@ -503,6 +505,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         stopped = tracking.close_unfinished(tracker, "KILLED", "stopped early by the scheduler or an interrupt")
         if stopped:
             print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
+        restore_sigterm()
         if status == "KILLED":
             tracking.end_sweep(tracker, "KILLED")
             print(f"sweep interrupted: its parent run is KILLED; continue it with --resume {run_name}",
