@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,10 @@ from .pareto import (
     write_front_csv,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 #: what the report and the command line say when the fronts are chosen on the test split
 TEST_SPLIT_WARNING = ("the fronts are chosen on the test split (acc_op): choosing on it biases the fronts, and the "
                       "test split then no longer gives an unbiased estimate of the chosen points' accuracy; "
@@ -83,6 +87,17 @@ VAL_CURVE, TEST_CURVE = "val_snn_acc_t", "snn_acc_t"
 # =============================================================================================
 # plots beyond the fronts
 # =============================================================================================
+
+
+def _finish(figure: Figure, axes: Axes, path: Path | str, *, xlabel: str, ylabel: str, title: str,
+            legend_size: int, legend_loc: str) -> Path:
+    """Label, grid and legend a single-axes figure the report's way, then write it as PNG to ``path``."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=legend_size, loc=legend_loc)
+    return save_figure(figure, path)
 
 
 def plot_joint(analysis: ParetoAnalysis, path: Path | str) -> Path:
@@ -105,12 +120,8 @@ def plot_joint(analysis: ParetoAnalysis, path: Path | str) -> Path:
                  linewidth=1.3, zorder=3, label=f"front of {' + '.join(front.objectives)}")
     if points is not None:
         figure.colorbar(points, ax=axes, label=axis_label(analysis.accuracy))
-    axes.set_xlabel(axis_label(first))
-    axes.set_ylabel(axis_label(second))
-    axes.set_title("joint front")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
-    return save_figure(figure, path)
+    return _finish(figure, axes, path, xlabel=axis_label(first), ylabel=axis_label(second), title="joint front",
+                   legend_size=8, legend_loc="best")
 
 
 def plot_operating_curves(runs: pd.DataFrame, val_curves: Mapping[str, pd.Series],
@@ -141,12 +152,9 @@ def plot_operating_curves(runs: pd.DataFrame, val_curves: Mapping[str, pd.Series
     axes.plot([], [], color="0.3", linestyle=":", label="test acc(t)")
     axes.scatter([], [], color="0.6", edgecolor="black", linewidth=0.6, s=40,
                  label="operating point (t_op, val_acc_op)")
-    axes.set_xlabel("IF time step t")
-    axes.set_ylabel("SNN accuracy after t steps (%)")
-    axes.set_title("acc(t) of the front's rnl runs")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    return save_figure(figure, path)
+    return _finish(figure, axes, path, xlabel="IF time step t", ylabel="SNN accuracy after t steps (%)",
+                   title="acc(t) of the front's rnl runs",
+                   legend_size=7, legend_loc="lower right")
 
 
 def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: Path | str) -> Path | None:
@@ -166,12 +174,9 @@ def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: P
         if np.isfinite(ann):
             axes.axhline(ann, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
     axes.plot([], [], color="0.3", linestyle="--", linewidth=0.9, label="ANN accuracy")
-    axes.set_xlabel("time step t")
-    axes.set_ylabel("SNN test accuracy after t steps (%)")
-    axes.set_title("acc(t) of the front runs")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    return save_figure(figure, path)
+    return _finish(figure, axes, path, xlabel="time step t", ylabel="SNN test accuracy after t steps (%)",
+                   title="acc(t) of the front runs",
+                   legend_size=7, legend_loc="lower right")
 
 
 def plot_levels(runs: pd.DataFrame, path: Path | str) -> Path | None:
@@ -189,12 +194,9 @@ def plot_levels(runs: pd.DataFrame, path: Path | str) -> Path | None:
     axes.set_yscale("log", base=2)
     ticks = sorted({v for _, levels in rows for v in levels})
     axes.set_yticks(ticks, [str(v) for v in ticks])
-    axes.set_xlabel("activation layer")
-    axes.set_ylabel("levels L")
-    axes.set_title("per-layer L of the front's qcfs runs")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
-    return save_figure(figure, path)
+    return _finish(figure, axes, path, xlabel="activation layer", ylabel="levels L",
+                   title="per-layer L of the front's qcfs runs",
+                   legend_size=7, legend_loc="best")
 
 
 def plot_compare(sweeps: Sequence[tuple[str, ParetoAnalysis]], name: str, path: Path | str) -> Path:

@@ -402,11 +402,11 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
                            energy_op_mj=energy_mj(val_snn.synops, val_snn.macs), converged=True, kind=PASCAL_T_EFF)
     equivalence = snn.equivalence
     rows = []
-    for layer, level in zip(layers, levels):
+    for layer, level, threshold in zip(layers, levels, thresholds):
         spikes = snn.spikes_per_neuron[layer.name]
         rows.append({
             "name": layer.name, "fan_in": layer.fan_in, "levels": level,
-            "threshold": float(layer.module.threshold.detach()), "al": al[layer.name],
+            "threshold": threshold, "al": al[layer.name],
             "equiv_abs_err": equivalence.layers[layer.name].max_abs_err,
             "count_mismatches": equivalence.layers[layer.name].mismatches,
             "spikes_per_neuron": spikes, "firing_rate": spikes / level,

@@ -122,6 +122,11 @@ def final_report(metrics: Mapping[str, float]) -> dict[str, Any]:
     return {**values, "stage": "done"}
 
 
+def trial_config(params: Mapping[str, Any], spec: SweepSpec, bases: Mapping[str, dict[str, Any]]):
+    """The validated TrialConfig of Tune's sampled ``params`` (the method's base plus the decoded overrides)."""
+    return apply_overrides(from_dict(bases[params["method"]]), decode_params(params, spec))
+
+
 def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict[str, Any]],
                tracker: tracking.SweepTracker, threads: int) -> None:
     import ray
@@ -133,7 +138,7 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     torch.set_num_threads(threads)
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    config = apply_overrides(from_dict(bases[params["method"]]), decode_params(params, spec))
+    config = trial_config(params, spec, bases)
     if not spec.share_stage1:
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
@@ -220,8 +225,7 @@ class SweepOutcome:
 def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """The MLflow params of a Tune trial, computed in the driver (for a run the trial never opened)."""
     try:
-        config = apply_overrides(from_dict(bases[trial.config["method"]]), decode_params(trial.config, spec))
-        return trial_params(config)
+        return trial_params(trial_config(trial.config, spec, bases))
     except (ConfigError, KeyError) as error:
         return {"method": trial.config.get("method", "?"), "config_error": str(error)}
 
@@ -661,8 +665,7 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
                                resume=args.resume, num_cpus=args.num_cpus, pending_timeout=args.pending_timeout)
         if options.resume is not None:
             _latest_sweep_dir(Path(options.storage_path or "ray_results").resolve(), options.resume or spec.name)
-        tracking.check_tracking_uri(options.tracking_uri, create=True)  # before Ray starts
-        outcome = run_sweep(spec, options)
+        outcome = run_sweep(spec, options)  # checks the tracking URI, then the resources, before any trial
     except (ConfigError, tracking.TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -127,8 +127,9 @@ def validate_spec(spec: SweepSpec) -> None:
         for key, entry in entries.items():
             path = f"space.{method}.{key}"
             _validate_entry(path, entry, spec.search)
-            apply_overrides(base, {key: _example(entry, base.model)})  # the key must name a real config field
-            for value in _drawable_values(entry, base.model, spec.search):  # every value the search can draw
+            values = _drawable_values(entry, base.model, spec.search)
+            apply_overrides(base, {key: values[0]})  # the key must name a real config field
+            for value in values:  # every value the search can draw
                 try:
                     apply_overrides(base, {key: value})
                 except ConfigError as error:
@@ -182,19 +183,6 @@ def _drawable_values(entry: Mapping[str, Any], model: str, search: str) -> list[
     if kind == "loguniform" and entry.get("zero_fraction"):
         return [0.0, float(entry["low"]), float(entry["high"])]
     return [float(entry["low"]), float(entry["high"])]
-
-
-def _example(entry: Mapping[str, Any], model: str) -> Any:
-    kind = entry["type"]
-    if "grid" in entry:
-        return entry["grid"][0]
-    if kind == "choice":
-        return entry["values"][0]
-    if kind == "per_layer":
-        return [entry["values"][0]] * len(activation_names(model))
-    if kind == "sorted_uniform":
-        return [float(entry["low"])] * int(entry["count"])
-    return float(entry["low"])
 
 
 # ---------------------------------------------------------------------------------------------
