@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# the tests also need the bench extra: SpikingJelly, the peer the IF simulator is checked against
-TEST_STAMP := $(VENV)/.installed-bench
+# the tests also need the bench extra (SpikingJelly, the peer the IF simulator is checked against) and
+# the nir extra (nir, nirtorch and snnTorch, which re-runs the NIR export)
+TEST_STAMP := $(VENV)/.installed-bench-nir
 
 .PHONY: install demo test test-fast lint bench docs-images clean
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,nir]'
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

@@ -341,6 +341,45 @@ def register_run_model(tracking_uri: str, run_id: str, name: str, *, description
     return RegisteredVersion(name=name, version=str(version.version), run_id=run_id, model_id=model_id)
 
 
+def load_run_model(tracking_uri: str, run_id: str) -> tuple[Any, dict[str, Any]]:
+    """The model trial run ``run_id`` logged (:func:`find_run_model`), loaded with
+    ``mlflow.pytorch.load_model`` from a local copy of its artifacts, and its metadata (the
+    conversion settings, ``snnconv.export.model_metadata``). ``TrackingError`` when the run logged
+    no model."""
+    import mlflow.artifacts
+    import mlflow.pytorch
+    from mlflow.models import Model
+
+    model_id = find_run_model(tracking_uri, run_id)
+    logged = client_for(tracking_uri).get_logged_model(model_id)
+    progress_bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # eight small files: no bar
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location, dst_path=folder,
+                                                        tracking_uri=tracking_uri)
+            _quiet_pickle_notice()
+            model = mlflow.pytorch.load_model(local, map_location="cpu")
+            metadata = Model.load(str(Path(local) / "MLmodel")).metadata or {}
+    finally:
+        if progress_bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress_bar
+    return model, dict(metadata)
+
+
+def log_run_outputs(tracking_uri: str, run_id: str, files: Iterable[Path], artifact_path: str,
+                    metrics: Mapping[str, float] | None = None) -> None:
+    """Add ``files`` (under ``artifact_path``) and ``metrics`` to the existing run ``run_id`` (any
+    status; a finished run stays finished)."""
+    client = _writer_client(tracking_uri)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+    if metrics:
+        _batch(client, run_id, metrics)
+
+
 # =============================================================================================
 # writing: the sweep
 # =============================================================================================
