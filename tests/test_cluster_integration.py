@@ -47,9 +47,11 @@ def test_sweep_on_two_nodes_logs_to_an_mlflow_server(tmp_path):
     import ray
     from mlflow import MlflowClient
 
+    # the nodes are started with the shared cache folder; the driver's shell does not know it (issue 16)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "SNNCONV_CACHE": str(tmp_path / "shared-cache"),
            "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    driver_env = {key: value for key, value in env.items() if key != "SNNCONV_CACHE"}
     gcs_port, mlflow_port = 6390, free_port()
     ip = ray.util.get_node_ip_address()
     server = None
@@ -81,9 +83,10 @@ def test_sweep_on_two_nodes_logs_to_an_mlflow_server(tmp_path):
         sweep = subprocess.run(
             [sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", str(spec_path),
              "--address", f"{ip}:{gcs_port}", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray")],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+            cwd=tmp_path, env=driver_env, capture_output=True, text=True, timeout=600,
         )
         assert sweep.returncode == 0, sweep.stdout[-4000:] + sweep.stderr[-4000:]
+        assert f"stage-1 cache of the trials: {tmp_path / 'shared-cache'} (the default on node" in sweep.stdout
 
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("snnconv")

@@ -183,3 +183,44 @@ def test_a_real_mlflow_server_passes(tmp_path):
         assert tracking.check_tracking_uri(uri + "/", create=True, timeout_s=5.0) == uri + "/"
     finally:
         stop_group(process)
+
+
+@pytest.mark.slow  # an MLflow server with its authentication app: 15-30 s to start
+def test_a_server_with_authentication_refuses_missing_or_wrong_credentials(tmp_path, monkeypatch):
+    """``mlflow server --app-name basic-auth`` (MLflow's authentication app): a sweep or a report
+    without credentials, or with a wrong password, is one line and exit status 2 before any work;
+    with the right ones the check passes."""
+    port, password = free_port(), "a-long-test-password-7"
+    uri = f"http://{HOST}:{port}"
+    (tmp_path / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+        "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-secret-key"}
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", HOST,
+               "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'db'}"]
+    with open(tmp_path / "server.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_for_health(uri + "/health", process, deadline_s=120)
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        check_fails(uri, True, f"tracking server {uri} asks for credentials (HTTP 401); set "
+                               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        check_fails(uri, False, f"tracking server {uri} refused the password of user 'admin' (HTTP 401); check "
+                                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        root = Path(__file__).resolve().parents[1]
+        bad = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")}
+        for script in (["sweeps/lambda_sweep.py"], ["analysis/pareto.py"]):
+            run = subprocess.run([sys.executable, str(root / script[0]), "--tracking-uri", uri], cwd=tmp_path,
+                                 env=bad, capture_output=True, text=True, timeout=120)
+            assert run.returncode == 2 and run.stderr.count("\n") == 1, (script, run.stderr[-2000:])
+            assert run.stderr.startswith(f"error: tracking server {uri} asks for credentials (HTTP 401)")
+        assert not (tmp_path / "ray_results").exists()
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        assert tracking.check_tracking_uri(uri, create=True, timeout_s=5.0) == uri
+    finally:
+        stop_group(process)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import Stage1Cache, stable_hash
+from .cache import Stage1Cache, check_fits, stable_hash
 from .config import ConfigError, TrialConfig, validate
 from .convert import to_if
 from .data import DataBundle, DataFacts, describe_data, load_data
@@ -104,6 +104,11 @@ def stage1_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in scales]
 
 
+def stage1_warnings(first: Stage1Result) -> dict[str, str]:
+    """``{"stage1_cache_refused": why}`` when a cached stage-1 entry was refused and retrained."""
+    return {"stage1_cache_refused": first.cache_refused} if first.cache_refused else {}
+
+
 @dataclass
 class Stage1Result:
     """The stage-1 model (eval mode, on ``device``), its data, accuracies (percent) and cache facts."""
@@ -117,6 +122,8 @@ class Stage1Result:
     val_acc: float
     test_acc: float
     seconds: float
+    #: why a cache entry found under the key was refused and retrained (None when none was)
+    cache_refused: str | None = None
 
 
 def stage1(config: TrialConfig, *, data: DataBundle | None = None, on_epoch: EpochCallback | None = None,
@@ -138,12 +145,15 @@ def stage1(config: TrialConfig, *, data: DataBundle | None = None, on_epoch: Epo
                 "val_acc": history[-1].val_acc, "epochs": len(history)}
         return model.state_dict(), meta
 
-    entry = cache.get_or_train(key, train)
+    with torch.random.fork_rng(devices=[]):  # the shapes to check a cached entry against; no RNG drawn
+        reference = build_trial_model(config, data).state_dict()
+    entry = cache.get_or_train(key, train, check=check_fits(reference))
     model = build_trial_model(config, data)
     model.load_state_dict(entry.state_dict)
     model.to(device).eval()
     return Stage1Result(
-        key=key, path=entry.path, cache_hit=entry.hit, model=model, data=data, device=device,
+        key=key, path=entry.path, cache_hit=entry.hit, cache_refused=entry.refused, model=model, data=data,
+        device=device,
         val_acc=evaluate(model, data.val, device), test_acc=evaluate(model, data.test, device),
         seconds=time.perf_counter() - start,
     )
@@ -314,6 +324,7 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
         omega=omega.mean, t_eff=t_eff, synops=simulation.synops, energy_mj=simulation.energy_mj,
         curves={"snn_acc_t": simulation.acc_curve, "val_snn_acc_t": val_simulation.acc_curve},
         layers=layers, tables={"candidates": ril.candidates}, extra_metrics=extra,
+        warnings=stage1_warnings(first),
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
     )
@@ -375,7 +386,7 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
     ann_acc, val_ann_acc = evaluate(model, data.test, device), evaluate(model, data.val, device)
     thresholds = [float(layer.module.threshold.detach()) for layer in layers]
     nonpositive = [layer.name for layer, value in zip(layers, thresholds) if value <= 0]
-    warnings: dict[str, str] = {}
+    warnings = stage1_warnings(first)
     if nonpositive:
         warnings["nonpositive_threshold"] = (
             f"the fine-tune drove λ to zero or below in {', '.join(nonpositive)} (lowest {min(thresholds):.4g}): "

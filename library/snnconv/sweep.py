@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .cache import default_cache_dir
+from .cache import ENV_VAR, default_cache_dir
 from .config import ConfigError, activation_names, apply_overrides, from_dict
 from .sweep_spec import (
     LOG10_SUFFIX,
@@ -139,6 +139,8 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     context = tune.get_context()
     trial_id = context.get_trial_id()
     config = trial_config(params, spec, bases)
+    # no folder given: this node's own default ($SNNCONV_CACHE as `ray start` saw it on a cluster)
+    config.cache_dir = str(Path(config.cache_dir or default_cache_dir()).resolve())
     if not spec.share_stage1:
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
@@ -377,6 +379,24 @@ def check_resources(spec: SweepSpec, waiting_s: float) -> None:
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
 
 
+def trial_cache_dir(bases: Mapping[str, Mapping[str, Any]]) -> str:
+    """Where the trials keep stage 1, in words: the folder the sweep file gave (``trial.cache_dir``),
+    else the default as a Ray worker resolves it (``$SNNCONV_CACHE`` from the node's ``ray start``,
+    else ``~/.cache/snnconv/stage1`` of the node's user), asked of the cluster by a zero-CPU task."""
+    import ray
+
+    given = sorted({str(base["cache_dir"]) for base in bases.values() if base.get("cache_dir")})
+    if given:
+        return ", ".join(given)
+
+    @ray.remote(num_cpus=0)
+    def node_default() -> tuple[str, str]:
+        return str(default_cache_dir().resolve()), os.uname().nodename
+
+    folder, host = ray.get(node_default.remote(), timeout=120)
+    return f"{folder} (the default on node {host}: ${ENV_VAR} there, else ~/.cache/snnconv/stage1)"
+
+
 def _start_ray(options: SweepOptions) -> None:
     import ray
 
@@ -428,8 +448,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     bases = {}
     for method in methods:
         base = method_base(spec, method).to_dict()
-        # every worker must reach the stage-1 cache: an absolute folder (a shared one on a cluster)
-        base["cache_dir"] = str(Path(base["cache_dir"] or default_cache_dir()).resolve())
+        # a given folder must be absolute for every worker to reach it; none given: each trial takes its
+        # node's default ($SNNCONV_CACHE of the node, not of this driver's shell; see trial_cache_dir)
+        if base["cache_dir"]:
+            base["cache_dir"] = str(Path(base["cache_dir"]).resolve())
         base["seed"] = spec.seed
         bases[method] = base
     param_space = build_param_space(spec, methods)
@@ -459,6 +481,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     print(f"sweep {run_name}: {total} trials ({', '.join(methods)}), search {spec.search}, "
           f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time, choosing on the {spec.select_on} split")
     print(f"tracking: {tracker.tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
+    print(f"stage-1 cache of the trials: {trial_cache_dir(bases)}", flush=True)
 
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(

@@ -755,7 +755,10 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout_s: float = 10.0
     (a report: the store must exist). Local stores (``sqlite:///FILE``, a folder, ``file://``) are
     checked on the file system: with ``create`` their folder must exist or be creatable and be
     writable, without it the store must exist. An ``http(s)`` server must answer ``GET /health``
-    with "OK" within ``timeout_s`` seconds. Any other scheme must be one MLflow knows, and its store
+    with "OK" within ``timeout_s`` seconds, and a one-row experiment search with the credentials
+    MLflow would send (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, or
+    ``MLFLOW_TRACKING_TOKEN``): a server with authentication that refuses them is an error. Any
+    other scheme must be one MLflow knows, and its store
     must answer a one-row query within ``timeout_s`` seconds (MLflow's own retries are not waited for).
     Nothing is created but the folder of a local store when ``create`` is true.
     """
@@ -767,6 +770,7 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout_s: float = 10.0
         _check_folder_store(resolved, create)
     elif scheme in ("http", "https"):
         _check_server(resolved, timeout_s)
+        _check_credentials(resolved, timeout_s)
     else:
         _check_other_store(resolved, scheme, timeout_s)
     return resolved
@@ -865,6 +869,46 @@ def _check_server(uri: str, timeout_s: float) -> None:
     if body != "OK":
         raise TrackingError(f"tracking server {shown} is not an MLflow server ({HEALTH_PATH} answered "
                             f"{body[:40]!r}, not 'OK'); {SERVER_HINT}")
+
+
+#: an authenticated read that any user of an MLflow server may make
+PROBE_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
+CREDENTIALS_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the cluster's head holds them)"
+
+
+def _check_credentials(uri: str, timeout_s: float) -> None:
+    """A server with authentication (``mlflow server --app-name basic-auth``) must accept the
+    credentials MLflow's client would send: ``MLFLOW_TRACKING_TOKEN`` (bearer) or
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (basic). A server without
+    authentication accepts anything."""
+    import base64
+
+    shown = _hide_password(uri)
+    request = urllib.request.Request(uri.rstrip("/") + PROBE_PATH)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+        who, check = "the token", "check MLFLOW_TRACKING_TOKEN"
+    elif user:
+        secret = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", f"Basic {base64.b64encode(secret).decode()}")
+        who, check = f"the password of user {user!r}", "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    else:
+        who, check = None, ""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code == 401 and who is None:
+            raise TrackingError(f"tracking server {shown} asks for credentials (HTTP 401); "
+                                f"{CREDENTIALS_HINT}") from None
+        if error.code in (401, 403):
+            raise TrackingError(f"tracking server {shown} refused {who} (HTTP {error.code}); {check}") from None
+        raise TrackingError(f"tracking server {shown} answered HTTP {error.code} to an experiment search; "
+                            f"{SERVER_HINT}") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise TrackingError(f"tracking server {shown} is not reachable ({_network_reason(error, timeout_s)}); "
+                            f"{SERVER_HINT}") from None
 
 
 def _network_reason(error: Exception, timeout_s: float) -> str:
