@@ -22,10 +22,21 @@ def test_cluster_yaml_passes_rays_schema(name):
     else:
         worker = config["available_node_types"]["gpu_worker"]
         assert config["head_node_type"] == "head" and worker["max_workers"] >= worker["min_workers"]
+    shared = "/mnt/nfs" if config["provider"]["type"] == "local" else "/mnt/efs"
     head_commands = " ".join(config["head_start_ray_commands"])
-    assert "mlflow server" in head_commands and "--dashboard-host=127.0.0.1" in head_commands
+    assert f"cluster/tracking_server.sh start {shared}/.snnconv-secrets" in head_commands
+    assert "--dashboard-host=127.0.0.1" in head_commands
     worker_commands = " ".join(config["worker_start_ray_commands"])
-    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in worker_commands and "SNNCONV_CACHE=" in worker_commands
+    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in worker_commands
+    for line in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
+        # issue 16: every node's Ray with its token, and the trials' environment: credentials and cache
+        assert f"set -a && . {shared}/.snnconv-secrets/mlflow.env && set +a" in line
+        assert f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={shared}/.snnconv-secrets/ray_auth_token" in line
+        assert f"SNNCONV_CACHE={shared}/snnconv-cache" in line and "ray start" in line
+    everything = yaml.safe_dump(config)
+    assert "pkill" not in everything and "777" not in everything  # no name patterns, nothing world-writable
+    assert "snnconv[cluster]" in " ".join(config["setup_commands"])  # ray[default] and mlflow[auth]
+    assert f"chmod 2770 {shared}/snnconv-cache" in " ".join(config["head_setup_commands"])
 
 
 def test_aws_cluster_scales_gpu_workers_from_zero_and_keeps_ports_private():

@@ -1,0 +1,234 @@
+"""Issue 16: the user's cluster commands, for real. ``ray up`` of ``ray_cluster.local.yaml`` against this
+machine over SSH (Debian's openssh-server on 127.0.0.1, a throw-away key, the project's own setup and
+start commands), ``ray job submit`` of a small sweep through the dashboard forwarded by ``ray dashboard``,
+then ``ray down``.
+
+What the copy of the cluster file changes, and nothing else: the head is a loopback address with no workers,
+the SSH user is this one (root) with the throw-away key, SSH reaches the test's sshd through a
+``ssh_proxy_command`` (Ray's cluster file has no SSH port; the head's name is a random 127.0.0.x so
+that no SSH connection Ray keeps open from an earlier cluster is reused), and the shared mount ``/mnt/nfs`` is a
+temporary folder. The SSH sessions get a temporary HOME whose shell puts this test's Python first,
+so the setup commands install into it (the project is reinstalled from this checkout afterwards).
+
+Needs root, sshd and rsync (``.ci/run`` installs openssh-server and rsync); skipped without them.
+Ray's ports 6379 and 8265 and MLflow's 5000 must be free: ``ray down`` runs ``ray stop``, which stops
+every Ray process on this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.skipif(os.geteuid() != 0 or SSHD is None or not shutil.which("rsync") or not shutil.which("ssh"),
+                       reason="needs root, sshd, ssh and rsync (.ci/run installs openssh-server and rsync)"),
+]
+
+RELAY = '''import socket, sys, threading
+conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def upstream():
+    while True:
+        data = sys.stdin.buffer.read1(65536)
+        if not data:
+            break
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+threading.Thread(target=upstream, daemon=True).start()
+while True:
+    data = conn.recv(65536)
+    if not data:
+        break
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+'''
+
+TINY_SWEEP = {
+    "name": "e2e", "methods": ["rnl"], "num_samples": 2, "search": "random", "max_concurrent": 2, "cpus_per_trial": 1,
+    "trial": {"model": "small", "device": "cpu", "data": {"name": "digits"}, "stage1": {"epochs": 2, "lr": 0.05},
+              "rnl": {"epochs": 1, "inspect_interval": 5, "t_max": 8}},
+    "space": {"rnl": {"rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0}}},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 2).close()
+        return True
+    except OSError:
+        return False
+
+
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def wait_until(predicate, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(1)
+    return False
+
+
+def ray_processes() -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "gcs_server" in text or "/raylet" in text or "mlflow server" in text and "basic-auth" in text:
+            found.append(text[:120])
+    return found
+
+
+@pytest.mark.timeout(1500)
+def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
+    busy = [port for port in (5000, 6379, 8265) if listening(port)]
+    if busy:
+        pytest.fail(f"ports {busy} are in use on this machine; this test brings up a cluster on them")
+    ssh, home, shared = tmp_path / "ssh", tmp_path / "home", tmp_path / "nfs"
+    for folder in (ssh, home, shared):
+        folder.mkdir()
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / name)], check=True)
+    (ssh / "authorized_keys").write_text((ssh / "client_key.pub").read_text())
+    (ssh / "authorized_keys").chmod(0o600)
+    path = f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for profile in (".bashrc", ".profile"):
+        (home / profile).write_text(f"export PATH={path}\n")
+    port = free_port()
+    (ssh / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {ssh / 'host_key'}\n"
+        f"AuthorizedKeysFile {ssh / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        f"UsePAM no\nStrictModes no\nPidFile {ssh / 'sshd.pid'}\nSetEnv HOME={home} PATH={path}\n")
+    (ssh / "relay.py").write_text(RELAY)
+    config = yaml.safe_load((ROOT / "ray_cluster.local.yaml").read_text())
+    # a loopback address of its own: Ray keys its reused SSH connections (ControlPath) by host, and one
+    # left from an earlier cluster would run this cluster's commands in that cluster's session
+    config["provider"]["head_ip"], config["provider"]["worker_ips"] = f"127.0.0.{random.randint(2, 254)}", []
+    config["auth"] = {"ssh_user": "root", "ssh_private_key": str(ssh / "client_key"),
+                      "ssh_proxy_command": f"{sys.executable} {ssh / 'relay.py'} {port}"}
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(config, sort_keys=False).replace("/mnt/nfs", str(shared)))
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(yaml.safe_dump(TINY_SWEEP))
+    secrets = shared / ".snnconv-secrets"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("RAY_", "MLFLOW_", "SNNCONV_"))}
+    ray = str(BIN / "ray")
+
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen([SSHD, "-D", "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")],
+                            start_new_session=True)
+    forward, up = None, False
+    try:
+        assert wait_until(lambda: listening(port), 30), (ssh / "sshd.log").read_text()
+        started = subprocess.run([ray, "up", "-y", "--no-config-cache", str(cluster)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=900)
+        up = True
+        output = started.stdout + started.stderr
+        assert started.returncode == 0, output[-6000:]
+        password = dict(line.split("=", 1) for line in (secrets / "mlflow.env").read_text().split())[
+            "MLFLOW_TRACKING_PASSWORD"]
+        token = (secrets / "ray_auth_token").read_text().strip()
+        assert password not in output and token not in output  # created on the head, never printed
+        # what the docs tell a user to run for their own shell: the token and the credentials, from the head
+        exported = subprocess.run(["bash", "-c", f'eval "$(cluster/credentials.sh {cluster})" && env'], cwd=ROOT,
+                                  env={**env, "PATH": f"{BIN}:{env['PATH']}"}, capture_output=True, text=True,
+                                  timeout=300)
+        values = dict(line.split("=", 1) for line in exported.stdout.splitlines() if "=" in line)
+        assert (values.get("RAY_AUTH_MODE"), values.get("RAY_AUTH_TOKEN")) == ("token", token), exported.stderr
+        assert (values["MLFLOW_TRACKING_USERNAME"], values["MLFLOW_TRACKING_PASSWORD"]) == ("admin", password)
+
+        # the dashboard, forwarded by the user's command, answers only with Ray's token
+        dashboard = free_port()
+        forward = subprocess.Popen([ray, "dashboard", "--port", str(dashboard), str(cluster)], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        url = f"http://127.0.0.1:{dashboard}"
+        assert wait_until(lambda: http_status(url + "/api/version", {"Authorization": f"Bearer {token}"}) == 200, 120)
+        assert http_status(url + "/api/version") == 401
+
+        # the job's driver on the head: no tracking URI, credentials or cache folder on its command line
+        entrypoint = (f"cd ~/snnconv && python sweeps/lambda_sweep.py --config {sweep_file} --address auto "
+                      f"--storage-path {shared / 'ray_results'}")
+        job = subprocess.run([ray, "job", "submit", "--address", url, "--", "bash", "-c", entrypoint], cwd=ROOT,
+                             env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+                             capture_output=True, text=True, timeout=900)
+        assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
+        assert f"stage-1 cache of the trials: {shared / 'snnconv-cache'} (the default on node" in job.stdout
+        assert password not in job.stdout + job.stderr
+
+        # the runs are in the authenticated tracking server; a request without credentials is refused
+        search = "http://127.0.0.1:5000/api/2.0/mlflow/experiments/search?max_results=1"
+        assert http_status(search) == 401
+        basic = base64.b64encode(f"admin:{password}".encode()).decode()
+        assert http_status(search, {"Authorization": f"Basic {basic}"}) == 200
+        runs = subprocess.run(
+            [sys.executable, "-c", "from mlflow import MlflowClient; c = MlflowClient('http://127.0.0.1:5000'); "
+             "e = c.get_experiment_by_name('snnconv'); r = c.search_runs([e.experiment_id]); "
+             "print(sorted((x.data.tags.get('snnconv.role'), x.info.status) for x in r))"],
+            env={**env, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password},
+            capture_output=True, text=True, timeout=120)
+        assert runs.stdout.strip() == str(sorted([("sweep", "FINISHED"), ("trial", "FINISHED"),
+                                                  ("trial", "FINISHED")])), runs.stderr[-3000:]
+        # stage 1 went to the cluster's shared folder, not to the head user's default
+        assert len(list((shared / "snnconv-cache").glob("*.pt"))) == 1
+        assert not (home / ".cache" / "snnconv").exists()
+        assert oct((shared / "snnconv-cache").stat().st_mode & 0o7777) == oct(0o2770)
+
+        down = subprocess.run([ray, "down", "-y", str(cluster)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        up = False
+        assert down.returncode == 0, (down.stdout + down.stderr)[-4000:]
+        # nothing of the cluster is left running: Ray, the tracking server (its watchdog stops it) and its pid file
+        assert wait_until(lambda: not ray_processes() and not listening(5000) and not listening(6379), 120), \
+            ray_processes()
+        assert wait_until(lambda: not (home / "mlflow" / "server.pid").exists()
+                          and not (home / "mlflow" / "watchdog.pid").exists(), 30)
+    finally:
+        if forward is not None:
+            os.killpg(forward.pid, 9)
+        if up:
+            subprocess.run([ray, "down", "-y", str(cluster)], cwd=ROOT, env=env, capture_output=True, timeout=300)
+        script = home / "snnconv" / "cluster" / "tracking_server.sh"
+        if script.exists():
+            subprocess.run([str(script), "stop"], env={**env, "HOME": str(home)}, capture_output=True, timeout=120)
+        os.killpg(sshd.pid, 15)  # the listener and the sessions it forked
+        sshd.wait(30)
+        # the setup commands installed the head's copy of the project into this Python: point it back here
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)],
+                       capture_output=True, timeout=600)
