@@ -70,12 +70,18 @@ def summary_rows(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
     if name == "bench_sweep":
         overhead, cache = data["overhead"], data["cache"]
         trials = int(cache["shared"]["trials"])
-        return [
-            _row(f"sweep, demo ({int(overhead['trials'])} trials)", "overhead over the trials' own compute",
-                 overhead["overhead"], f"<= {data['targets']['overhead']}", data["met"]["overhead"]),
-            _row(f"sweep, {trials} RNL trials", "speed-up of the shared stage-1 cache", cache["speedup"],
-                 f">= {data['targets']['cache_speedup']}", data["met"]["cache_speedup"]),
-        ]
+        rows = [_row(f"sweep, demo ({int(overhead['trials'])} trials)", "overhead over the trials' own compute",
+                     overhead["overhead"], f"<= {data['targets']['overhead']}", data["met"]["overhead"])]
+        if data.get("overhead_64"):
+            rows.append(_row(f"sweep, demo ({int(data['overhead_64']['trials'])} trials)",
+                             "overhead over the trials' own compute", data["overhead_64"]["overhead"],
+                             f"<= {data['targets']['overhead']}", data["met"]["overhead_64"]))
+        share = data["targets"].get("cache_bound_share")
+        target = (f">= {share} x bound = {data['targets']['cache_speedup']:.2f}" if share
+                  else f">= {data['targets']['cache_speedup']}")
+        rows.append(_row(f"sweep, {trials} RNL trials", "speed-up of the shared stage-1 cache", cache["speedup"],
+                         target, data["met"]["cache_speedup"]))
+        return rows
     if name == "pareto":
         worst = max(row["ours / optuna"] for row in data["rows"] if row["what"] == "pareto_mask")
         return [_row("Pareto fronts (5000 runs)", "non-dominated sort / Optuna's (worst case)", worst, "(none)", None)]

@@ -2,14 +2,17 @@
 
     python -m bench.bench_sweep [--quick]
 
-1. **Overhead.** The demo preset (``--quick``: 4 trials with 4 stage-1 epochs) on a local Ray
-   instance that is already up. ``ideal`` = the trials' own compute (``run_trial`` time, summed)
-   divided by the concurrency limit: the wall time a perfect scheduler would need. ``overhead`` =
-   sweep wall time / ideal - 1. The breakdown names where the rest goes: MLflow logging inside the
-   trials (``tracking``, also divided by the concurrency) and the driver's start (MLflow store,
-   parent run) and end (Pareto fronts, plots, tags).
+1. **Overhead.** The demo preset (16 trials; ``--quick``: 4 trials with 4 stage-1 epochs), and the
+   same preset with 64 trials (left out with ``--quick``), on a local Ray instance that is already
+   up. ``ideal`` = the trials' own compute (``run_trial`` time, summed) divided by the concurrency
+   limit: the wall time a perfect scheduler would need. ``overhead`` = sweep wall time / ideal - 1.
+   The breakdown names where the rest goes: MLflow logging inside the trials (``tracking``, also
+   divided by the concurrency) and the driver's start (MLflow store, parent run) and end (Pareto
+   fronts, plots, tags).
 2. **Cache.** The same RNL sweep of 16 trials (``--quick``: 4) twice: stage 1 shared through the
-   cache (trained once), and every trial retraining its own stage 1 (``share_stage1: false``).
+   cache (trained once), and every trial retraining its own stage 1 (``share_stage1: false``). The
+   target is relative to what a cache can save at these proportions: the speed-up must reach
+   ``CACHE_BOUND_SHARE`` of the bound (S1 + S2) / (S2 + S1/N).
 
 Ray's own start (``ray.init``) is timed separately and left out of both. Writes
 ``bench/results/bench_sweep.json`` (``--quick``: ``bench_sweep_quick.json``).
@@ -33,8 +36,10 @@ sys.path.insert(0, str(ROOT))
 from bench.common import evidence, print_header, print_table, write_result  # noqa: E402
 from snnconv.sweep import SweepOptions, SweepSpec, load_spec, run_sweep  # noqa: E402
 
-OVERHEAD_TARGET = 0.05
-CACHE_TARGET = 8.0
+#: the sweep's wall time over the ideal (trial compute / concurrency), minus 1, at 16 and at 64 trials
+OVERHEAD_TARGET = 0.25
+#: the cache's speed-up as a share of its own bound (S1 + S2) / (S2 + S1/N)
+CACHE_BOUND_SHARE = 0.8
 
 
 def timed_sweep(spec: SweepSpec, folder: Path) -> dict[str, float]:
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         demo.num_samples = 2
         demo.trial["stage1"]["epochs"] = 4
+    demo64 = copy.deepcopy(demo)
+    demo64.num_samples = 32  # two methods: 64 trials
     cache_spec = copy.deepcopy(demo)
     cache_spec.methods = ["rnl"]
     cache_spec.num_samples = args.cache_trials or (4 if args.quick else 16)
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             overhead = overhead_row(demo, Path(folder) / "demo")
+            overhead64 = None if args.quick else overhead_row(demo64, Path(folder) / "demo64")
             cache = cache_rows(cache_spec, Path(folder) / "cache")
     finally:
         ray.shutdown()
@@ -121,24 +129,28 @@ def main(argv: list[str] | None = None) -> int:
           f"start-up, scheduling), finish {overhead['finish_s']:.1f} s (Pareto fronts, plots, tags)\n")
     print_table(
         ["sweep", "trials", "wall s", "trial compute s", "ideal s", "overhead", "of which MLflow", "target"],
-        [["demo" + (" (quick)" if args.quick else ""), int(overhead["trials"]), f"{overhead['wall_s']:.1f}",
-          f"{overhead['trial_compute_s']:.1f}", f"{overhead['ideal_s']:.1f}", f"{overhead['overhead']:.1%}",
-          f"{overhead['tracking_share']:.1%}", f"<= {OVERHEAD_TARGET:.0%}"]],
+        [["demo" + (" (quick)" if args.quick else ""), int(row["trials"]), f"{row['wall_s']:.1f}",
+          f"{row['trial_compute_s']:.1f}", f"{row['ideal_s']:.1f}", f"{row['overhead']:.1%}",
+          f"{row['tracking_share']:.1%}", f"<= {OVERHEAD_TARGET:.0%}"]
+         for row in (overhead, overhead64) if row is not None],
     )
     print()
     print_table(
         ["stage 1", "trials", "stage-1 trainings", "wall s", "speed-up", "target"],
         [["shared (cache)", int(cache["shared"]["trials"]), int(cache["shared"]["stage1_trainings"]),
           f"{cache['shared']['wall_s']:.1f}", f"{cache['speedup']:.2f}x (bound {cache['speedup_bound']:.2f}x)",
-          f">= {CACHE_TARGET:.0f}x"],
+          f">= {CACHE_BOUND_SHARE} x bound = {CACHE_BOUND_SHARE * cache['speedup_bound']:.2f}x"],
          ["retrained per trial", int(cache["retrain"]["trials"]), int(cache["retrain"]["stage1_trainings"]),
           f"{cache['retrain']['wall_s']:.1f}", "1.00x", ""]],
     )
+    cache_target = CACHE_BOUND_SHARE * cache["speedup_bound"]
     result = {"benchmark": "bench_sweep", "quick": args.quick, "evidence": header, "ray_start_s": ray_start,
-              "overhead": overhead, "cache": cache,
-              "targets": {"overhead": OVERHEAD_TARGET, "cache_speedup": CACHE_TARGET},
+              "overhead": overhead, "overhead_64": overhead64, "cache": cache,
+              "targets": {"overhead": OVERHEAD_TARGET, "cache_speedup": cache_target,
+                          "cache_bound_share": CACHE_BOUND_SHARE},
               "met": {"overhead": overhead["overhead"] <= OVERHEAD_TARGET,
-                      "cache_speedup": cache["speedup"] >= CACHE_TARGET}}
+                      "overhead_64": None if overhead64 is None else overhead64["overhead"] <= OVERHEAD_TARGET,
+                      "cache_speedup": cache["speedup"] >= cache_target}}
     write_result(result, "bench_sweep", args.quick, args.out)
     return 0
 

@@ -34,7 +34,9 @@ def test_sweep_benchmark_quick(tmp_path):
         assert isinstance(overhead[key], float), key
     assert overhead["finished"] == overhead["trials"] == 4
     assert cache["shared"]["stage1_trainings"] == 1 and cache["retrain"]["stage1_trainings"] == 4
-    assert cache["speedup"] > 0 and set(data["met"]) == {"overhead", "cache_speedup"}
+    assert cache["speedup"] > 0 and set(data["met"]) == {"overhead", "overhead_64", "cache_speedup"}
+    assert data["overhead_64"] is None  # 64 trials in the full run only
+    assert data["targets"]["cache_speedup"] == pytest.approx(0.8 * cache["speedup_bound"])
     rows = suite.summary_rows("bench_sweep", data)
     assert [row["measure"] for row in rows] == ["overhead over the trials' own compute",
                                                 "speed-up of the shared stage-1 cache"]

@@ -8,6 +8,8 @@ real Ray sweep."""
 from __future__ import annotations
 
 import json
+import math
+import sys
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -172,3 +174,37 @@ def test_register_refuses_a_run_without_a_model_before_writing(logged, tmp_path,
     stderr = capsys.readouterr().err
     assert code == 2 and "--register registers the knee of the latency front, which was not analysed" in stderr
     assert not out.exists()
+
+
+@pytest.mark.slow  # the two trials and the store: about 8 s for the module
+def test_asynchronous_logging_loses_nothing_when_the_run_ends(logged):
+    """Issue 17: progress is queued on MLflow's asynchronous logging and the final values go in a few
+    batched calls; ending the run waits for all of it. Every value is counted afterwards."""
+    tracker = tracking.start_sweep(logged.uri, "snnconv", "sweep-async", {}, {tracking.SELECT_ON_TAG: "val"})
+    result = logged.results["rnl"]
+    start = tracking.start_trial(tracker, "async", "rnl_async", {"method": "rnl"})
+    pending = []
+    for step in range(1, 41):  # as many progress steps as a long trial's epochs
+        progress = {"test_progress_a": float(step), "test_progress_b": -step}
+        pending += tracking.log_progress(tracker, start.run_id, progress, step, synchronous=False)
+    assert pending  # really asynchronous
+    tracking.log_trial_result(tracker, start.run_id, result, {"levels": ""})
+    tracking.end_trial(tracker, start.run_id, pending=pending)
+    tracking.end_sweep(tracker)
+    client = tracking.client_for(logged.uri)
+    run = client.get_run(start.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("test_progress_a", "test_progress_b"):
+        history = client.get_metric_history(start.run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, 41)), key
+    final = {k for k, v in result.metrics().items() if not math.isnan(v)}
+    assert final <= set(run.data.metrics)
+    stored = {k: math.inf if run.data.metrics[k] >= sys.float_info.max else run.data.metrics[k] for k in final}
+    # (MLflow stores inf as the largest float)
+    assert {k: stored[k] for k in final} == pytest.approx({k: result.metrics()[k] for k in final})
+    for name, values in result.curves.items():
+        history = sorted(client.get_metric_history(start.run_id, name), key=lambda m: m.step)
+        assert [m.step for m in history] == list(range(1, len(values) + 1)) and [m.value for m in history] == values
+    assert {item.path for item in client.list_artifacts(start.run_id)} >= {"layers.csv", "acc_curves.csv", "tables"}
+    assert {item.path for item in client.list_artifacts(start.run_id, "tables")} == {
+        f"tables/{name}.csv" for name, rows in result.tables.items() if rows}

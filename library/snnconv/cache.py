@@ -34,15 +34,13 @@ from typing import Any
 import torch
 from filelock import FileLock
 
+from .cache_dir import ENV_VAR, default_cache_dir
+
 #: bump when a change to the code would change the weights stage 1 produces for one key
 CACHE_FORMAT = 1
 
-ENV_VAR = "SNNCONV_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$SNNCONV_CACHE`` if set, else ``~/.cache/snnconv/stage1``."""
-    return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "snnconv" / "stage1")
+__all__ = ["ENV_VAR", "CacheEntry", "CacheEntryRefused", "CacheWarning", "Stage1Cache", "check_fits",
+           "default_cache_dir", "stable_hash"]
 
 
 def stable_hash(payload: Mapping[str, Any], length: int = 16) -> str:

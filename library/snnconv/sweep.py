@@ -8,6 +8,7 @@ run; stage 1 is shared through the on-disk cache (one training per stage-1 key, 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .cache import ENV_VAR, default_cache_dir
+from .cache_dir import ENV_VAR, default_cache_dir, node_cache_dir
 from .config import ConfigError, activation_names, apply_overrides, from_dict
 from .sweep_spec import (
     LOG10_SUFFIX,
@@ -157,12 +158,13 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     tracking_seconds = time.perf_counter() - clock
     last = {key: math.nan for key in REPORT_KEYS}
     iteration = 0
+    progress = tracking.ProgressLog(tracker, run_id)  # written once per stage
 
     def on_progress(stage: str, metrics: Mapping[str, float]) -> None:
         nonlocal iteration, tracking_seconds
         iteration += 1
         clock = time.perf_counter()
-        tracking.log_progress(tracker, run_id, {f"{stage}_{k}": v for k, v in metrics.items()}, iteration)
+        progress.add(stage, {f"{stage}_{k}": v for k, v in metrics.items()}, iteration)
         tracking_seconds += time.perf_counter() - clock
         if stage in SCHEDULED_STAGES:  # what ASHA compares: stage-2 / fine-tune validation, not stage 1
             if "val_acc" in metrics:
@@ -172,6 +174,7 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     try:
         result = run_trial(config, on_progress=on_progress)
         clock = time.perf_counter()
+        progress.flush()
         tracking.log_trial_result(tracker, run_id, result, {
             "stage1_key": result.stage1_key, "levels": result.levels if result.levels else "",
         })
@@ -180,7 +183,10 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         tracking.end_trial(tracker, run_id, "FINISHED")
     except Exception as error:  # recorded, then re-raised so that Tune marks the trial ERROR
         text = f"{type(error).__name__}: {error}"
-        tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
+        try:
+            progress.flush()  # the epochs it did run
+        finally:
+            tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
         raise
     tune.report({**final_report(result.metrics()), "method": result.method, "tracking_seconds": tracking_seconds,
                  "mlflow_run_id": run_id, "warnings": ", ".join(result.warnings)})
@@ -379,22 +385,26 @@ def check_resources(spec: SweepSpec, waiting_s: float) -> None:
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
 
 
-def trial_cache_dir(bases: Mapping[str, Mapping[str, Any]]) -> str:
-    """Where the trials keep stage 1, in words: the folder the sweep file gave (``trial.cache_dir``),
-    else the default as a Ray worker resolves it (``$SNNCONV_CACHE`` from the node's ``ray start``,
-    else ``~/.cache/snnconv/stage1`` of the node's user), asked of the cluster by a zero-CPU task."""
+def trial_cache_dir(bases: Mapping[str, Mapping[str, Any]]) -> Callable[[], str]:
+    """Where the trials keep stage 1, in words, as a function to call later: the folder the sweep file
+    gave (``trial.cache_dir``), else the default as a Ray worker resolves it (``$SNNCONV_CACHE`` from
+    the node's ``ray start``, else ``~/.cache/snnconv/stage1`` of the node's user), asked of the
+    cluster by a zero-CPU task that runs meanwhile."""
     import ray
 
     given = sorted({str(base["cache_dir"]) for base in bases.values() if base.get("cache_dir")})
     if given:
-        return ", ".join(given)
+        return lambda: ", ".join(given)
+    probe = ray.remote(node_cache_dir).options(num_cpus=0).remote()
 
-    @ray.remote(num_cpus=0)
-    def node_default() -> tuple[str, str]:
-        return str(default_cache_dir().resolve()), os.uname().nodename
+    def answer() -> str:
+        try:
+            folder, host = ray.get(probe, timeout=120)
+        except ray.exceptions.GetTimeoutError:
+            return f"each node's ${ENV_VAR}, else ~/.cache/snnconv/stage1 (no node answered within 120 s)"
+        return f"{folder} (the default on node {host}: ${ENV_VAR} there, else ~/.cache/snnconv/stage1)"
 
-    folder, host = ray.get(node_default.remote(), timeout=120)
-    return f"{folder} (the default on node {host}: ${ENV_VAR} there, else ~/.cache/snnconv/stage1)"
+    return answer
 
 
 def _start_ray(options: SweepOptions) -> None:
@@ -456,8 +466,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         bases[method] = base
     param_space = build_param_space(spec, methods)
     total = count_trials(spec, param_space)
-    _start_ray(options)
-    check_resources(spec, options.pending_timeout if options.address else 0.0)
+    # side by side: the MLflow store (created or migrated) while Ray starts, the trials' workers while
+    # the parent run is made
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        store = pool.submit(tracking.prepare_store, tracking_uri)
+        _start_ray(options)
+        check_resources(spec, options.pending_timeout if options.address else 0.0)
+        store.result()
+    cache_dir = trial_cache_dir(bases)  # asked now, answered while the parent run is made
 
     if options.resume is not None:
         storage_dir = _latest_sweep_dir(storage, options.resume or spec.name)
@@ -481,7 +497,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     print(f"sweep {run_name}: {total} trials ({', '.join(methods)}), search {spec.search}, "
           f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time, choosing on the {spec.select_on} split")
     print(f"tracking: {tracker.tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
-    print(f"stage-1 cache of the trials: {trial_cache_dir(bases)}", flush=True)
+    print(f"stage-1 cache of the trials: {cache_dir()}", flush=True)
 
     threads = max(1, int(spec.cpus_per_trial))
     trainable = tune.with_resources(

@@ -410,16 +410,29 @@ def _text(value: Any) -> str:
 
 def _batch(client: MlflowClient, run_id: str, metrics: Mapping[str, float] | None = None,
            params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None, step: int = 0) -> None:
+    """Log in as few ``log_batch`` calls as MLflow's limits allow."""
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
     param_list = [Param(k, _text(v)) for k, v in (params or {}).items()]
     tag_list = [RunTag(k, _text(v)) for k, v in (tags or {}).items()]
-    # MLflow takes at most 1000 metrics, 100 params and 100 tags per batch
-    for start in range(0, max(len(metric_list), len(param_list), len(tag_list), 1), 100):
-        client.log_batch(run_id, metrics=metric_list[start:start + 100], params=param_list[start:start + 100],
-                         tags=tag_list[start:start + 100])
+    _log_lists(client, run_id, metric_list, param_list, tag_list)
+
+
+#: MLflow's limits per log_batch call
+_BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+
+
+def _log_lists(client: MlflowClient, run_id: str, metrics: Sequence[Any], params: Sequence[Any] = (),
+               tags: Sequence[Any] = ()) -> None:
+    """``metrics``, ``params`` and ``tags`` (MLflow entities) in the fewest ``log_batch`` calls."""
+    calls = max(math.ceil(len(metrics) / _BATCH_LIMITS["metrics"]), math.ceil(len(params) / _BATCH_LIMITS["params"]),
+                math.ceil(len(tags) / _BATCH_LIMITS["tags"]), 1)
+    for call in range(calls):
+        part = {name: items[call * _BATCH_LIMITS[name]:(call + 1) * _BATCH_LIMITS[name]]
+                for name, items in (("metrics", metrics), ("params", params), ("tags", tags))}
+        client.log_batch(run_id, metrics=part["metrics"], params=part["params"], tags=part["tags"])
 
 
 @dataclass(frozen=True)
@@ -443,6 +456,12 @@ def start_sweep(tracking_uri: str, experiment: str, run_name: str, params: Mappi
     run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: "sweep", **tags})
     _batch(client, run.info.run_id, params=params)
     return SweepTracker(tracking_uri, experiment_id, run.info.run_id)
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create or migrate the store behind ``tracking_uri`` (one experiment search): the slow part of
+    a sweep's first MLflow call, done while Ray starts."""
+    _writer_client(tracking_uri).search_experiments(max_results=1)
 
 
 def reopen_sweep(tracker: SweepTracker) -> None:
@@ -527,10 +546,38 @@ def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, pa
 
 
 def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-    """Intermediate metrics (e.g. stage-2 validation) at ``step``."""
+    """Intermediate metrics (e.g. stage-2 validation) at ``step``, at once (see :class:`ProgressLog`)."""
     finite = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     if finite:
         _batch(tracker.client, run_id, metrics=finite, step=step)
+
+
+class ProgressLog:
+    """A trial's progress metrics, written once per stage: :meth:`add` keeps each step's metrics and
+    writes the previous stage's in one ``log_batch`` call when a new stage begins; :meth:`flush`
+    writes what is kept (a trial flushes before its results and before its run ends, also when it
+    fails). One call per stage instead of one per epoch: the trial waits on the store a few times,
+    not dozens."""
+
+    def __init__(self, tracker: SweepTracker, run_id: str) -> None:
+        self._client, self._run_id = tracker.client, run_id
+        self._stage: str | None = None
+        self._metrics: list[Any] = []
+
+    def add(self, stage: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        if stage != self._stage:
+            self.flush()
+            self._stage = stage
+        now = int(time.time() * 1000)
+        self._metrics += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and math.isfinite(v)]
+
+    def flush(self) -> None:
+        if self._metrics:
+            metrics, self._metrics = self._metrics, []
+            _log_lists(self._client, self._run_id, metrics)
 
 
 def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> None:
@@ -541,7 +588,7 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, ex
     the model's page too.
     """
     import pandas as pd
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param, RunTag
 
     client = tracker.client
     data = result.data
@@ -549,38 +596,32 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, ex
         client.log_inputs(run_id, datasets=[_dataset_input(result)])
     model_id = _create_model(tracker, run_id, result, extra_params) if result.model is not None else None
     try:
-        metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
-        if model_id is None and data is None:
-            _batch(client, run_id, metrics=metrics)
-        else:
-            now = int(time.time() * 1000)
-            linked = [Metric(k, float(v), now, 0, model_id=model_id, dataset_name=data.name if data else None,
-                             dataset_digest=data.digest if data else None) for k, v in metrics.items()]
-            for start in range(0, len(linked), 1000):
-                client.log_batch(run_id, metrics=linked[start:start + 1000])
-        _batch(client, run_id, params=extra_params,
-               tags={f"warning.{name}": text for name, text in result.warnings.items()})
+        # every metric, param and tag in the fewest log_batch calls
         now = int(time.time() * 1000)
+        metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
+        linked = [Metric(k, float(v), now, 0, model_id=model_id, dataset_name=data.name if data else None,
+                         dataset_digest=data.digest if data else None) for k, v in metrics.items()]
         curve = [Metric(name, float(acc), now, t) for name, values in result.curves.items()
                  for t, acc in enumerate(values, start=1)]
-        for start in range(0, len(curve), 1000):
-            client.log_batch(run_id, metrics=curve[start:start + 1000])
-        with tempfile.TemporaryDirectory() as folder:
+        params = [Param(k, _text(v)) for k, v in extra_params.items()]
+        tags = [RunTag(f"warning.{name}", _text(text)) for name, text in result.warnings.items()]
+        _log_lists(client, run_id, linked + curve, params, tags)
+        with tempfile.TemporaryDirectory() as folder:  # the tables, in one upload
             folder_path = Path(folder)
             if result.layers:
                 pd.DataFrame(result.layers).to_csv(folder_path / "layers.csv", index=False)
-                client.log_artifact(run_id, str(folder_path / "layers.csv"))
             if result.curves:
                 steps = max(len(values) for values in result.curves.values())
                 table = pd.DataFrame({"t": range(1, steps + 1)})
                 for name, values in result.curves.items():
                     table[name] = pd.Series(values, dtype=float)
                 table.to_csv(folder_path / "acc_curves.csv", index=False)
-                client.log_artifact(run_id, str(folder_path / "acc_curves.csv"))
             for name, rows in result.tables.items():
                 if rows:
-                    pd.DataFrame(rows).to_csv(folder_path / f"{name}.csv", index=False)
-                    client.log_artifact(run_id, str(folder_path / f"{name}.csv"), "tables")
+                    (folder_path / "tables").mkdir(exist_ok=True)
+                    pd.DataFrame(rows).to_csv(folder_path / "tables" / f"{name}.csv", index=False)
+            if any(folder_path.iterdir()):
+                client.log_artifacts(run_id, str(folder_path))
         if model_id is not None:
             _save_model(client, run_id, model_id, result)
     except BaseException:
