@@ -177,26 +177,32 @@ def test_register_refuses_a_run_without_a_model_before_writing(logged, tmp_path,
 
 
 @pytest.mark.slow  # the two trials and the store: about 8 s for the module
-def test_asynchronous_logging_loses_nothing_when_the_run_ends(logged):
-    """Issue 17: progress is queued on MLflow's asynchronous logging and the final values go in a few
-    batched calls; ending the run waits for all of it. Every value is counted afterwards."""
-    tracker = tracking.start_sweep(logged.uri, "snnconv", "sweep-async", {}, {tracking.SELECT_ON_TAG: "val"})
+def test_batched_logging_loses_nothing_when_the_run_ends(logged):
+    """Issue 17: a trial writes its progress once per stage (``ProgressLog``) and its final values in a
+    few batched calls and one artifact upload. Every value is counted afterwards, also the last
+    stage's, which only the flush before the results writes."""
+    tracker = tracking.start_sweep(logged.uri, "snnconv", "sweep-batched", {}, {tracking.SELECT_ON_TAG: "val"})
     result = logged.results["rnl"]
-    start = tracking.start_trial(tracker, "async", "rnl_async", {"method": "rnl"})
-    pending = []
-    for step in range(1, 41):  # as many progress steps as a long trial's epochs
-        progress = {"test_progress_a": float(step), "test_progress_b": -step}
-        pending += tracking.log_progress(tracker, start.run_id, progress, step, synchronous=False)
-    assert pending  # really asynchronous
+    start = tracking.start_trial(tracker, "batched", "rnl_batched", {"method": "rnl"})
+    client = tracking.client_for(logged.uri)
+    progress = tracking.ProgressLog(tracker, start.run_id)
+    for step in range(1, 41):  # two stages of 20 epochs
+        stage = "first" if step <= 20 else "second"
+        progress.add(stage, {f"test_{stage}_acc": float(step), f"test_{stage}_loss": -step}, step)
+        if step == 21:  # the second stage began: the first one's 20 steps are in the store, in one call
+            assert len(client.get_metric_history(start.run_id, "test_first_acc")) == 20
+            assert client.get_metric_history(start.run_id, "test_second_acc") == []
+    progress.flush()
     tracking.log_trial_result(tracker, start.run_id, result, {"levels": ""})
-    tracking.end_trial(tracker, start.run_id, pending=pending)
+    tracking.end_trial(tracker, start.run_id)
     tracking.end_sweep(tracker)
     client = tracking.client_for(logged.uri)
     run = client.get_run(start.run_id)
     assert run.info.status == "FINISHED"
-    for key in ("test_progress_a", "test_progress_b"):
+    for key, steps in (("test_first_acc", range(1, 21)), ("test_first_loss", range(1, 21)),
+                       ("test_second_acc", range(21, 41)), ("test_second_loss", range(21, 41))):
         history = client.get_metric_history(start.run_id, key)
-        assert sorted(m.step for m in history) == list(range(1, 41)), key
+        assert sorted(m.step for m in history) == list(steps), key
     final = {k for k, v in result.metrics().items() if not math.isnan(v)}
     assert final <= set(run.data.metrics)
     stored = {k: math.inf if run.data.metrics[k] >= sys.float_info.max else run.data.metrics[k] for k in final}

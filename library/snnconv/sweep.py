@@ -710,3 +710,4 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
         return 2
     print_summary(outcome)
     return 0 if outcome.status == "FINISHED" else 130  # interrupted: the shell's code for Ctrl-C
+
