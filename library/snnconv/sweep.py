@@ -167,6 +167,10 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         progress.add(stage, {f"{stage}_{k}": v for k, v in metrics.items()}, iteration)
         tracking_seconds += time.perf_counter() - clock
         if stage in SCHEDULED_STAGES:  # what ASHA compares: stage-2 / fine-tune validation, not stage 1
+            if spec.scheduler != "none":  # the scheduler may stop the trial at this report: keep what it ran
+                clock = time.perf_counter()
+                progress.flush()
+                tracking_seconds += time.perf_counter() - clock
             if "val_acc" in metrics:
                 last["val_acc"] = float(metrics["val_acc"])
             tune.report({**last, "stage": stage})
@@ -466,8 +470,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         bases[method] = base
     param_space = build_param_space(spec, methods)
     total = count_trials(spec, param_space)
-    # side by side: the MLflow store (created or migrated) while Ray starts, the trials' workers while
-    # the parent run is made
+    # side by side: the MLflow store (created or migrated) while Ray starts
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         store = pool.submit(tracking.prepare_store, tracking_uri)
         _start_ray(options)
@@ -710,4 +713,3 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
         return 2
     print_summary(outcome)
     return 0 if outcome.status == "FINISHED" else 130  # interrupted: the shell's code for Ctrl-C
-
