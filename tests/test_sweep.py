@@ -269,9 +269,14 @@ def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local, caps
     path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="energy")
     options = SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r"))
     outcome = run_sweep(load_spec(config_file=str(path)), options)
-    _, runs = children(uri, outcome.parent_run_id)
+    client, runs = children(uri, outcome.parent_run_id)
     assert len(runs) == 4
     assert not [r for r in runs if r.info.status == "RUNNING"]
+    # what a stopped trial ran is in MLflow: with ASHA, the scheduled stages' progress is written at
+    # every report (ASHA stops a trial at a report, after grace_period = 1 of them)
+    for run in runs:
+        stage = {"rnl": "stage2", "qcfs": "finetune"}[run.data.params["method"]]
+        assert client.get_metric_history(run.info.run_id, f"{stage}_val_acc"), (run.info.status, stage)
     # a trial ASHA stopped prints as stopped, never as "done" with NaN values
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 4 and not [line for line in lines if " done " in line and "nan" in line], lines
