@@ -26,6 +26,11 @@ PIDFILE=$HOME_DIR/server.pid
 WATCHFILE=$HOME_DIR/watchdog.pid
 PYTHON=${PYTHON:-python3}
 
+port_open() {  # something listens on 127.0.0.1:$1
+  "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 5).close()" \
+    "$1" 2>/dev/null
+}
+
 stop_pid() {  # stop the process group whose leader's pid is in file $1, if it still runs
   local file=$1 pid
   [ -s "$file" ] || return 0
@@ -58,8 +63,7 @@ start() {
   secrets "$dir"
   stop_pid "$WATCHFILE"
   stop_pid "$PIDFILE"
-  if "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2).close()" \
-      "$PORT" 2>/dev/null; then
+  if port_open "$PORT"; then
     echo "port $PORT is taken by a process this script did not start (no pid file of it in $HOME_DIR);" \
       "stop that process or set SNNCONV_MLFLOW_PORT" >&2
     exit 1
@@ -102,18 +106,14 @@ EOF
   echo "tracking server: pid $(cat "$PIDFILE"), http://$HOST:$PORT, log $HOME_DIR/server.log (credentials in $dir)"
 }
 
-gcs_up() {
-  "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 5).close()" \
-    "$RAY_PORT" 2>/dev/null
-}
 
 watch() {  # wait for the head's GCS to come up (at most the grace period), then until it goes away
   local deadline=$((SECONDS + ${SNNCONV_WATCH_GRACE_S:-300}))
-  until gcs_up; do
+  until port_open "$RAY_PORT"; do
     [ "$SECONDS" -ge "$deadline" ] && break
     sleep 2
   done
-  while gcs_up; do sleep 5; done
+  while port_open "$RAY_PORT"; do sleep 5; done
   stop_pid "$PIDFILE"
   rm -f "$WATCHFILE"
 }

@@ -24,13 +24,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.servers import free_port, http_status, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,38 +67,12 @@ TINY_SWEEP = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), 2).close()
         return True
     except OSError:
         return False
-
-
-def http_status(url: str, headers: dict[str, str] | None = None) -> int:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
-def wait_until(predicate, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(1)
-    return False
 
 
 def ray_processes() -> list[str]:

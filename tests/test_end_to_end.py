@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import matplotlib.image
 import pandas as pd
 import pytest
 import yaml
+
+from tests.servers import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -45,12 +46,6 @@ def recompute_front(runs, cost: str, within_method: bool) -> set[str]:
         return (q[0] == p[0] or not within_method) and q[1] >= p[1] and q[2] <= p[2] and (q[1], q[2]) != (p[1], p[2])
 
     return {run_id for run_id, p in points.items() if not any(beats(q, p) for q in points.values())}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 #: the environment of every command here: MLflow's default store (./mlflow.db), no other

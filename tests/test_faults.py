@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.servers import free_port
 
 # every test here runs real processes (most of them a sweep on Ray, marked ray too)
 pytestmark = pytest.mark.slow
@@ -252,12 +253,6 @@ def test_a_killed_worker_is_retried_or_recorded_with_the_reason(tmp_path, max_fa
 
 
 # ------------------------------------------------------------------ the tracking server goes away
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(folder: Path, port: int) -> subprocess.Popen:

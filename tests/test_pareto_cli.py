@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pandas as pd
 import pytest
 
 from snnconv import pareto, pareto_report, tracking
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN, INF = math.nan, math.inf
@@ -240,13 +240,6 @@ def assert_png(path: Path) -> None:
 
 def warning_lines(stderr: str, start: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(f"warning: {start}")]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------

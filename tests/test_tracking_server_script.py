@@ -11,12 +11,11 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port, http_status, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "cluster" / "tracking_server.sh"
@@ -24,32 +23,10 @@ SCRIPT = ROOT / "cluster" / "tracking_server.sh"
 pytestmark = pytest.mark.slow  # MLflow's authentication app takes 15-30 s to start
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def status(url: str, user: str | None = None, password: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if user is not None:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # the password hash is slow
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:  # nothing listening (yet)
-        return 0
-
-
-def wait_until(predicate, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
+    """:func:`http_status`, with basic-auth credentials when ``user`` is given."""
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return http_status(url, {"Authorization": f"Basic {basic}"} if user is not None else None)
 
 
 def alive(pid: int) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,15 +20,9 @@ from pathlib import Path
 import pytest
 
 from snnconv import tracking
+from tests.servers import free_port
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def check_fails(uri: str, create: bool, start: str, **kwargs: float) -> str:

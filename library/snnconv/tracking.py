@@ -905,8 +905,7 @@ def _check_server(uri: str, timeout_s: float) -> None:
         raise TrackingError(f"tracking server {shown} is not an MLflow server ({HEALTH_PATH} answered HTTP "
                             f"{error.code}); {SERVER_HINT}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise TrackingError(f"tracking server {shown} is not reachable ({_network_reason(error, timeout_s)}); "
-                            f"{SERVER_HINT}") from None
+        raise _unreachable(shown, error, timeout_s) from None
     if body != "OK":
         raise TrackingError(f"tracking server {shown} is not an MLflow server ({HEALTH_PATH} answered "
                             f"{body[:40]!r}, not 'OK'); {SERVER_HINT}")
@@ -948,8 +947,12 @@ def _check_credentials(uri: str, timeout_s: float) -> None:
         raise TrackingError(f"tracking server {shown} answered HTTP {error.code} to an experiment search; "
                             f"{SERVER_HINT}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise TrackingError(f"tracking server {shown} is not reachable ({_network_reason(error, timeout_s)}); "
-                            f"{SERVER_HINT}") from None
+        raise _unreachable(shown, error, timeout_s) from None
+
+
+def _unreachable(shown: str, error: Exception, timeout_s: float) -> TrackingError:
+    return TrackingError(f"tracking server {shown} is not reachable ({_network_reason(error, timeout_s)}); "
+                         f"{SERVER_HINT}")
 
 
 def _network_reason(error: Exception, timeout_s: float) -> str:
