@@ -109,10 +109,10 @@ def detail_rows(name: str, data: dict[str, Any]) -> list[tuple[str, str, Any]]:
         rows.append((name, "synops per image", data["synops_per_image"]))
     elif name == "bench_sweep":
         overhead, cache = data["overhead"], data["cache"]
-        rows += [(name, "Ray start (s, not counted)", data["ray_start_s"])]
+        rows += [(name, "Ray start, demo sweep (s, not counted)", data["ray_start_s"])]
         for key, label in (("wall_s", "demo: wall (s)"), ("trial_compute_s", "demo: trials' own compute (s)"),
                            ("ideal_s", "demo: ideal = compute / concurrency (s)"),
-                           ("start_s", "demo: start, MLflow store + parent run (s)"),
+                           ("start_s", "demo: start beyond Ray's, MLflow store + parent run (s)"),
                            ("tracking_s", "demo: MLflow logging inside trials, summed (s)"),
                            ("tracking_wall_s", "demo: MLflow logging, share of the wall time (s)"),
                            ("tune_extra_s", "demo: Tune beyond ideal and logging (s)"),
@@ -120,7 +120,9 @@ def detail_rows(name: str, data: dict[str, Any]) -> list[tuple[str, str, Any]]:
             rows.append((name, label, overhead[key]))
         rows += [(name, "cache: wall with the cache (s)", cache["shared"]["wall_s"]),
                  (name, "cache: wall retraining per trial (s)", cache["retrain"]["wall_s"]),
-                 (name, "cache: one stage-1 training, S1 (s)", cache["shared"]["stage1_s"]),
+                 (name, "cache: one stage-1 training, S1 = mean of the retraining sweep's (s)",
+                  cache["retrain"]["stage1_s"]),
+                 (name, "cache: the shared sweep's one stage-1 training (s)", cache["shared"]["stage1_s"]),
                  (name, "cache: a trial loading stage 1, S2 (s)", cache["shared"]["cached_trial_s"]),
                  (name, "cache: bound (S1 + S2) / (S2 + S1/N)", cache["speedup_bound"])]
     elif name == "pareto":

@@ -37,6 +37,13 @@ def test_sweep_benchmark_quick(tmp_path):
     assert cache["speedup"] > 0 and set(data["met"]) == {"overhead", "overhead_64", "cache_speedup"}
     assert data["overhead_64"] is None  # 64 trials in the full run only
     assert data["targets"]["cache_speedup"] == pytest.approx(0.8 * cache["speedup_bound"])
+    # S1 of the bound: the retraining sweep's mean stage-1 training; S2: a trial loading stage 1
+    s1, s2, n = cache["retrain"]["stage1_s"], cache["shared"]["cached_trial_s"], 4
+    assert cache["speedup_bound"] == pytest.approx((s1 + s2) / (s2 + s1 / n))
+    # each sweep started its own Ray; its start is left out of the wall time, the phases make up the rest
+    for row in (overhead, cache["shared"], cache["retrain"]):
+        assert row["ray_s"] > 0
+        assert row["wall_s"] == pytest.approx(row["start_s"] + row["tune_s"] + row["finish_s"], abs=0.5)
     rows = suite.summary_rows("bench_sweep", data)
     assert [row["measure"] for row in rows] == ["overhead over the trials' own compute",
                                                 "speed-up of the shared stage-1 cache"]

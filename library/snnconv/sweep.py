@@ -224,7 +224,8 @@ class SweepOutcome:
     storage_dir: Path
     table: Any  # pandas.DataFrame, one row per trial run
     report_dir: Path | None = None
-    #: wall seconds of the sweep's phases: "start" (store, parent run, Ray), "tune" (the trials), "finish"
+    #: wall seconds of the sweep's phases: "start" (store, parent run, Ray), "tune" (the trials), "finish";
+    #: and "ray", the part of "start" spent starting or joining Ray (0 when it was already up)
     timings: dict[str, float] = field(default_factory=dict)
     #: the split the fronts were chosen on: "val" or "test"
     select_on: str = "val"
@@ -451,10 +452,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     ``tracking.TrackingError``). The parent run ends FINISHED when every trial has an outcome,
     KILLED when the sweep was interrupted (Ctrl-C, SIGTERM); ``--resume`` reopens it.
     """
+    clock = time.perf_counter()
     from ray import tune
 
     options = options or SweepOptions()
-    clock = time.perf_counter()
     validate_spec(spec)
     tracking_uri = tracking.check_tracking_uri(options.tracking_uri, create=True)
     storage = Path(options.storage_path or "ray_results").resolve()
@@ -473,7 +474,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     # side by side: the MLflow store (created or migrated) while Ray starts
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         store = pool.submit(tracking.prepare_store, tracking_uri)
+        ray_clock = time.perf_counter()
         _start_ray(options)
+        ray_seconds = time.perf_counter() - ray_clock
         check_resources(spec, options.pending_timeout if options.address else 0.0)
         store.result()
     cache_dir = trial_cache_dir(bases)  # asked now, answered while the parent run is made
@@ -521,7 +524,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     )
     restore_sigterm = _stop_gracefully_on_sigterm()
     status = "KILLED"  # until Tune says every trial has an outcome
-    timings = {"start": time.perf_counter() - clock}
+    timings = {"start": time.perf_counter() - clock, "ray": ray_seconds}
     clock = time.perf_counter()
     try:
         if options.resume is not None and tune.Tuner.can_restore(str(storage_dir)):
