@@ -1,6 +1,7 @@
 """The package's shape, read from its source with ``ast`` (nothing is imported but in the last test):
 no import cycle between the modules of ``snnconv``, and Ray / MLflow / Optuna only in the glue
-modules, only lazily (inside functions, or under ``if TYPE_CHECKING:``)."""
+modules, only lazily (inside functions, or under ``if TYPE_CHECKING:``); a module whose job is a subclass
+of their classes (:data:`EAGER_GLUE`) is itself imported only inside a function."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ LIBRARY = ROOT / "library"
 PACKAGE = "snnconv"
 #: third-party packages only the glue may import: Ray Tune in sweep.py, MLflow in tracking.py
 GLUE_ONLY = ("ray", "mlflow", "optuna")
-GLUE = {"snnconv.sweep", "snnconv.tracking"}
+GLUE = {"snnconv.sweep", "snnconv.tracking", "snnconv.optuna_sampler"}
+#: glue that must import its package when it is imported (its job is a subclass of one of that package's
+#: classes, which pickle finds by name) -> the module that may import it, only inside a function
+EAGER_GLUE = {"snnconv.optuna_sampler": "snnconv.sweep"}
 
 
 def module_name(path: Path) -> str:
@@ -139,14 +143,29 @@ def test_ray_mlflow_and_optuna_only_in_the_glue(module):
 @pytest.mark.parametrize("module", sorted(GLUE))
 def test_the_glue_imports_them_lazily(module):
     assert third_party_imports(TREES[module], eager_only=False), f"{module} is no longer glue: update GLUE"
+    if module in EAGER_GLUE:
+        return  # checked by test_eager_glue_is_imported_only_inside_a_function_of_its_importer
     eager = third_party_imports(TREES[module], eager_only=True)
     assert not eager, f"{module} imports " + ", ".join(f"{top} at line {line}" for line, top in eager) + \
         " when it is imported; import it inside the function that needs it"
 
 
+@pytest.mark.parametrize("module", sorted(EAGER_GLUE))
+def test_eager_glue_is_imported_only_inside_a_function_of_its_importer(module):
+    importers = {importer for importer, targets in import_graph().items() if module in targets}
+    assert importers == {EAGER_GLUE[module]}, f"{module} is imported by {sorted(importers)}"
+    tree = TREES[EAGER_GLUE[module]]
+    functions = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    inside = {id(child) for function in functions for child in ast.walk(function)}
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+               and module in {internal_target(name) for name in imported_names(EAGER_GLUE[module], node)}]
+    assert imports and all(id(node) in inside for node in imports), f"{EAGER_GLUE[module]} imports {module} eagerly"
+
+
 def test_importing_the_whole_package_loads_no_ray_mlflow_or_optuna():
-    """The same rule at run time, for what the ast cannot see (a dependency importing them)."""
-    names = sorted(name for name in MODULES if not name.endswith("__main__"))
+    """The same rule at run time, for what the ast cannot see (a dependency importing them); the eager glue
+    is left out (it is imported only inside a function, checked above)."""
+    names = sorted(name for name in MODULES if not name.endswith("__main__") and name not in EAGER_GLUE)
     code = (f"import importlib, sys\nfor name in {names!r}:\n    importlib.import_module(name)\n"
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(GLUE_ONLY)!r}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,

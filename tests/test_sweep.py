@@ -15,6 +15,7 @@ import yaml
 
 from snnconv.config import ConfigError
 from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep
+from snnconv.sweep_spec import OBJECTIVES, SCHEDULERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,6 +175,107 @@ def test_optuna_is_told_the_validation_accuracy(tmp_path):
             [DISAGREEING[chosen]["val_acc_op" if select_on == "val" else "acc_op"], SAME_COSTS["t_op"]]]
         states = [trial.state.name for trial in study.trials]
         assert states == ["COMPLETE", "COMPLETE", "PRUNED"] and study.trials[-1].values is None
+
+
+def _drive_search(search_alg, spec, trials: int, repickle_after: int | None = None) -> list[dict]:
+    """The configs a search algorithm proposes for ``trials`` trials, each completed (one at a time, as
+    Tune would) with values made from its config; ``repickle_after``: the algorithm goes through
+    Ray's cloudpickle after that many trials, and a Searcher (Optuna) through Tune's save and restore
+    into a new one (as ``--resume`` does)."""
+    from ray import cloudpickle
+    from ray.tune.experiment import Experiment
+    from ray.tune.search import Searcher
+
+    from snnconv.sweep import _search_and_scheduler
+
+    space = build_param_space(spec, spec.methods)
+    if isinstance(search_alg, Searcher):  # Optuna: Tune asks suggest() and reports on_trial_complete()
+        search_alg.set_search_properties(None, None, space)
+    else:  # the basic generator (random, grid) makes Tune's trials from the experiment
+        search_alg.add_configurations([Experiment("pickle", lambda config: None, config=space,
+                                                  num_samples=trials, storage_path=str(Path.cwd()))])
+    configs = []
+    for number in range(trials):
+        if number == repickle_after:
+            search_alg = cloudpickle.loads(cloudpickle.dumps(search_alg))
+            if isinstance(search_alg, Searcher):  # and Tune's own save and restore (stdlib pickle): --resume
+                search_alg.save(str(Path.cwd() / "searcher.pkl"))
+                search_alg = _search_and_scheduler(spec, trials)[0]
+                search_alg.restore(str(Path.cwd() / "searcher.pkl"))
+        if isinstance(search_alg, Searcher):
+            trial_id, config = f"t{number}", search_alg.suggest(f"t{number}")
+        else:
+            trial = search_alg.next_trial()
+            if trial is None:  # a grid is exhausted
+                break
+            trial_id, config = trial.trial_id, trial.config
+        assert config is not None, (spec.search, number)
+        configs.append(config)
+        # values that differ between configs, so that NSGA-II's selection has something to rank
+        value = float(len(json.dumps(config, sort_keys=True, default=str)) % 17 + number)
+        search_alg.on_trial_complete(trial_id, {"val_acc_op": value, "acc_op": value, "t_op": 32.0 - value,
+                                                "energy_op_mj": 1.0 / (1.0 + value), "omega": value / 10.0,
+                                                "stage": "done"})
+    return configs
+
+
+def _drive_scheduler(scheduler) -> list[str]:
+    """ASHA's decisions for eight trials that each report val_acc at every iteration up to max_t, the
+    later trials worse (so that ASHA stops some); [] without a scheduler."""
+    from ray.tune.experiment import Trial
+
+    if scheduler is None:
+        return []
+    decisions = []
+    for number in range(8):
+        trial = Trial("pickle", config={"number": number}, stub=True)
+        scheduler.on_trial_add(None, trial)
+        for iteration in range(1, scheduler._max_t + 1):
+            decision = scheduler.on_trial_result(None, trial, {"training_iteration": iteration,
+                                                               "val_acc": 90.0 - 5 * number + iteration})
+            decisions.append(str(decision))
+            if decision == "STOP":
+                break
+        scheduler.on_trial_complete(None, trial, {})
+    return decisions
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("search,objective", [("random", "latency"), ("grid", "latency")]
+                         + [("optuna", objective) for objective in OBJECTIVES])
+def test_every_search_algorithm_and_scheduler_pickles_into_a_working_state(tmp_path, monkeypatch, search,
+                                                                            objective, scheduler):
+    """Issue 22: Ray Tune pickles the search algorithm and the scheduler (to start the sweep and to save it
+    for --resume). Every one the sweep builds (the demo preset with each search, objective and scheduler)
+    goes through Ray's cloudpickle and, driven the same way, proposes the same trials and takes the same
+    decisions as the original, also when pickled (or saved and restored) again mid-sweep. Optuna 5.1's
+    NSGA-II holds a lock that cannot be pickled: this failed with "cannot pickle '_thread.lock' object"
+    before the sweep's sampler left its locks out of the pickled state."""
+    from ray import cloudpickle
+
+    from snnconv.sweep import _search_and_scheduler
+    from snnconv.sweep_spec import validate_spec
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("demo", presets_dir=ROOT / "configs")
+    spec.search, spec.objective, spec.scheduler = search, objective, scheduler
+    spec.methods = ["rnl"] if objective == "omega" else spec.methods  # Ω ranks one method only
+    validate_spec(spec)
+    trials = 8  # two NSGA-II generations of 4
+
+    original = _search_and_scheduler(spec, trials)
+    copy = cloudpickle.loads(cloudpickle.dumps(original))
+    assert type(copy[0]) is type(original[0]) and type(copy[1]) is type(original[1])
+    proposed = _drive_search(original[0], spec, trials)
+    assert len(proposed) >= 2 and proposed == _drive_search(copy[0], spec, trials, repickle_after=trials // 2)
+    decisions = _drive_scheduler(original[1])
+    assert decisions == _drive_scheduler(copy[1])
+    assert (scheduler == "none") == (decisions == []) and (scheduler == "none" or "STOP" in decisions)
+    if search == "optuna":  # the copy's sampler has working locks of its own (Optuna 5.1 holds one)
+        sampler = copy[0]._sampler
+        locks = [value for value in vars(sampler).values() if hasattr(value, "acquire")]
+        assert all(lock.acquire(blocking=False) and lock.release() is None for lock in locks)
+        assert sampler.population_size == 4 and sampler is copy[0]._ot_study.sampler
 
 
 def test_bad_selection_settings_are_refused(tmp_path, capsys):

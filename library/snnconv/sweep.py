@@ -336,8 +336,9 @@ def _search_and_scheduler(spec: SweepSpec, total: int, optuna_storage: Any = Non
     # the basic generator limits concurrency itself (TuneConfig's limit applies to Searchers only)
     search_alg = BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent)
     if spec.search == "optuna":
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
+
+        from .optuna_sampler import PicklableNSGAIISampler
 
         class FinalResultsOnly(OptunaSearch):
             """Tells Optuna a trial's values only when it finished; a trial stopped early (ASHA) is
@@ -350,7 +351,8 @@ def _search_and_scheduler(spec: SweepSpec, total: int, optuna_storage: Any = Non
                     result, error = None, True
                 super().on_trial_complete(trial_id, result, error)
 
-        sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(50, total // 2)), seed=spec.seed)
+        # NSGA-II that pickles with any Optuna release (5.1's holds a lock; Tune pickles its searcher)
+        sampler = PicklableNSGAIISampler(population_size=max(4, min(50, total // 2)), seed=spec.seed)
         search_alg = FinalResultsOnly(metric=[selection_metric(spec.select_on), OBJECTIVES[spec.objective]],
                                       mode=["max", "min"], sampler=sampler, seed=spec.seed, storage=optuna_storage)
     scheduler = None
