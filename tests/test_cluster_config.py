@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -35,7 +36,13 @@ def test_cluster_yaml_passes_rays_schema(name):
         assert f"SNNCONV_CACHE={shared}/snnconv-cache" in line and "ray start" in line
     everything = yaml.safe_dump(config)
     assert "pkill" not in everything and "777" not in everything  # no name patterns, nothing world-writable
-    assert "snnconv[cluster]" in " ".join(config["setup_commands"])  # ray[default] and mlflow[auth]
+    # issue 22: every node installs exactly the lock (which holds the cluster extra: ray[default], mlflow[auth])
+    install = next(line for line in config["setup_commands"] if "pip install" in line)
+    assert re.search(r"pip install --quiet --require-hashes -r \S*snnconv/requirements\.lock\"? && ", install)
+    assert install.endswith("pip install --quiet --no-deps -e /home/ubuntu/snnconv" if shared == "/mnt/efs"
+                            else 'pip install --quiet --no-deps -e "$HOME/snnconv"'), install
+    locked = (ROOT / "requirements.lock").read_text()
+    assert all(f"\n{name}==" in locked for name in ("ray", "mlflow", "aiohttp", "flask-wtf"))  # the cluster extra
     assert f"chmod 2770 {shared}/snnconv-cache" in " ".join(config["head_setup_commands"])
 
 

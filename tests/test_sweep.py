@@ -15,7 +15,7 @@ import yaml
 
 from snnconv.config import ConfigError
 from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep
-from snnconv.sweep_spec import OBJECTIVES, SCHEDULERS
+from snnconv.sweep_spec import OBJECTIVES, SCHEDULERS, SEARCHES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -386,6 +386,34 @@ def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local, caps
     killed = [r.data.tags["trial_id"] for r in runs if r.info.status == "KILLED"]
     assert sorted(stopped) == sorted(killed)
     assert {r.data.params["method"] for r in runs} <= {"rnl", "qcfs"}
+
+
+#: a grid of 4 rnl trials (2 lambda x 2 scale sharings), as many as the random and Optuna sweeps below
+GRID = {"methods": ["rnl"], "space": {"rnl": {
+    "rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0, "grid": [0.0, 1.0]},
+    "rnl.sharescale": {"type": "choice", "values": [True, False]}}}}
+
+
+@pytest.mark.ray
+@pytest.mark.searches
+@pytest.mark.parametrize("search", SEARCHES)
+def test_a_short_sweep_finishes_with_each_search_algorithm(tmp_path, ray_local, search):
+    """Issue 22: one short sweep per search algorithm, every trial FINISHED in MLflow with its operating
+    point. ``make test-latest`` runs these beside the fast tier with the newest releases the ranges allow
+    (Optuna 5.1 broke every Optuna sweep while the fast tier passed)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    changes = {"search": search} | (GRID if search == "grid" else {})
+    spec = load_spec(config_file=str(write_spec(tmp_path, **changes)))
+    outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
+    client, runs = children(uri, outcome.parent_run_id)
+    assert outcome.status == "FINISHED" and client.get_run(outcome.parent_run_id).info.status == "FINISHED"
+    assert outcome.total == 4 and len(runs) == 4 and {run.info.status for run in runs} == {"FINISHED"}
+    assert all(math.isfinite(run.data.metrics["val_acc_op"]) and run.data.metrics["t_op"] > 0 for run in runs)
+    if search == "grid":  # every point of the grid, each once
+        assert sorted((float(run.data.params["lam"]), run.data.params["sharescale"]) for run in runs) == [
+            (0.0, "False"), (0.0, "True"), (1.0, "False"), (1.0, "True")]
+    else:
+        assert sorted(run.data.params["method"] for run in runs) == ["qcfs", "qcfs", "rnl", "rnl"]
 
 
 @pytest.mark.ray
