@@ -333,6 +333,35 @@ def test_a_gpu_trial_on_a_machine_without_gpus_is_refused_within_a_minute(tmp_pa
     assert not (tmp_path / "mlflow.db").exists() or not _sweep_parents(uri)  # no parent run left RUNNING
 
 
+@pytest.mark.ray
+def test_a_trial_given_a_gpu_that_torch_cannot_see_fails_with_one_clear_error(tmp_path):
+    """Issue 23: a Ray node that declares a GPU whose torch has no CUDA (a CPU build, a driver too old for
+    the CUDA build): the trial fails at once with an error that says so, recorded in MLflow, instead of
+    running on the CPU without a word (``device: auto``); ``device: cpu`` stays allowed on such a node."""
+    script = (
+        "import sys, ray; sys.path[:0] = [sys.argv[1]]\n"
+        "from snnconv.sweep import SweepOptions, load_spec, run_sweep\n"
+        "ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)\n"
+        "spec = load_spec(config_file='sweep.yaml')\n"
+        "run_sweep(spec, SweepOptions(tracking_uri=sys.argv[2], storage_path='ray'))\n")
+    for device, status in (("auto", "FAILED"), ("cpu", "FINISHED")):
+        uri = f"sqlite:///{tmp_path}/{device}.db"
+        trial = {**json.loads(json.dumps(TRIAL)), "device": device}
+        sweep_file(tmp_path, num_samples=1, max_concurrent=1, gpus_per_trial=1, trial=trial)
+        done = subprocess.run([sys.executable, "-c", script, str(ROOT / "library"), uri], cwd=tmp_path, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        _, runs, deleted = sweep_runs(uri, deleted=True)
+        (run,) = runs
+        assert run.info.status == status and not deleted, (device, run.data.tags.get("error"))
+        if status == "FINISHED":
+            assert run.data.params["device"] == "cpu" and run.data.params["gpu_name"] == "none"
+        else:
+            first = run.data.tags["error"].splitlines()[0]
+            assert first.startswith("DeviceError: Ray gave this trial 1 GPU but torch sees no CUDA"), first
+            assert run.data.tags["failure"] == "exception"  # its own code raised: not retried
+
+
 def _sweep_parents(uri: str) -> list:
     from mlflow import MlflowClient
 

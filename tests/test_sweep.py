@@ -219,21 +219,25 @@ def _drive_search(search_alg, spec, trials: int, repickle_after: int | None = No
     return configs
 
 
-def _drive_scheduler(scheduler) -> list[str]:
-    """ASHA's decisions for eight trials that each report val_acc at every iteration up to max_t, the
-    later trials worse (so that ASHA stops some); [] without a scheduler."""
+def _drive_scheduler(scheduler, methods: list[str]) -> list[str]:
+    """ASHA's decisions, "<method> <number> <decision>", for eight trials (methods taken in turn) that each
+    report val_acc at every eighth of their stage, the later trials worse (so that ASHA stops some), every
+    rnl trial better than every qcfs trial; [] without a scheduler."""
     from ray.tune.experiment import Trial
+
+    from snnconv.sweep import PROGRESS
 
     if scheduler is None:
         return []
     decisions = []
     for number in range(8):
-        trial = Trial("pickle", config={"number": number}, stub=True)
+        method = methods[number % len(methods)]
+        trial = Trial("pickle", config={"method": method, "number": number}, stub=True)
         scheduler.on_trial_add(None, trial)
-        for iteration in range(1, scheduler._max_t + 1):
-            decision = scheduler.on_trial_result(None, trial, {"training_iteration": iteration,
-                                                               "val_acc": 90.0 - 5 * number + iteration})
-            decisions.append(str(decision))
+        for step in range(1, 8):  # the stage's end comes only with the result
+            accuracy = (90.0 if method == "rnl" else 40.0) - 2 * number + step
+            decision = scheduler.on_trial_result(None, trial, {PROGRESS: step / 8, "val_acc": accuracy})
+            decisions.append(f"{method} {number} {decision}")
             if decision == "STOP":
                 break
         scheduler.on_trial_complete(None, trial, {})
@@ -268,9 +272,15 @@ def test_every_search_algorithm_and_scheduler_pickles_into_a_working_state(tmp_p
     assert type(copy[0]) is type(original[0]) and type(copy[1]) is type(original[1])
     proposed = _drive_search(original[0], spec, trials)
     assert len(proposed) >= 2 and proposed == _drive_search(copy[0], spec, trials, repickle_after=trials // 2)
-    decisions = _drive_scheduler(original[1])
-    assert decisions == _drive_scheduler(copy[1])
-    assert (scheduler == "none") == (decisions == []) and (scheduler == "none" or "STOP" in decisions)
+    decisions = _drive_scheduler(original[1], spec.methods)
+    assert decisions == _drive_scheduler(copy[1], spec.methods)
+    assert (scheduler == "none") == (decisions == [])
+    if scheduler == "asha":  # ASHA stops some, but compares a trial only with its own method's: the first
+        # trial of each method, though every qcfs trial is worse than every rnl trial, runs to its end
+        assert any(decision.endswith("STOP") for decision in decisions)
+        for method, first in (("rnl", 0), ("qcfs", 1))[:len(spec.methods)]:
+            mine = [decision for decision in decisions if decision.startswith(f"{method} {first} ")]
+            assert len(mine) == 7 and all(decision.endswith("CONTINUE") for decision in mine), decisions
     if search == "optuna":  # the copy's sampler has working locks of its own (Optuna 5.1 holds one)
         sampler = copy[0]._sampler
         locks = [value for value in vars(sampler).values() if hasattr(value, "acquire")]
@@ -365,27 +375,74 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     assert {failed.data.tags[f"pareto_{name}"] for name in ("latency", "energy", "omega")} == {"false"}
 
 
+def tune_results(storage: Path) -> dict[str, list[dict]]:
+    """Every result Tune recorded, per trial id (its result.json files under ``storage``)."""
+    rows: dict[str, list[dict]] = {}
+    for path in storage.rglob("result.json"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows.setdefault(row["trial_id"], []).append(row)
+    return rows
+
+
 @pytest.mark.ray
-def test_optuna_search_with_asha_leaves_no_run_running(tmp_path, ray_local, capsys):
+def test_optuna_search_with_asha_finishes_trials_and_records_the_pruned(tmp_path, ray_local, capsys):
+    """Issue 23's reproduction: ASHA with a first rung early in the stage and 5 stage-2 / fine-tune epochs per
+    method (trials report more often than any rung count). Before, ASHA counted reports against max_t and
+    stopped all four trials before their results ("0 of 4 trials finished"). Now its time is the fraction of
+    the trial's stage done, the same unit for rnl and qcfs, and the stage's end is reported only with the
+    result: every trial is FINISHED with its full result or KILLED as pruned with its last validation accuracy."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_period=1, objective="energy")
+    trial = json.loads(json.dumps(TINY["trial"]))
+    trial["rnl"].update(epochs=5, inspect_interval=10)
+    trial["qcfs"].update(finetune_epochs=5)
+    path = write_spec(tmp_path, search="optuna", scheduler="asha", grace_fraction=0.2, objective="energy",
+                      trial=trial)
     options = SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r"))
     outcome = run_sweep(load_spec(config_file=str(path)), options)
     client, runs = children(uri, outcome.parent_run_id)
-    assert len(runs) == 4
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    # what a stopped trial ran is in MLflow: with ASHA, the scheduled stages' progress is written at
-    # every report (ASHA stops a trial at a report, after grace_period = 1 of them)
+    assert len(runs) == 4 and outcome.status == "FINISHED"
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert finished, "ASHA stopped every trial before its result"
+    for run in finished:  # the full result: simulation or PASCAL, operating point, front tags
+        assert {"val_acc_op", "acc_op", "t_op", "snn_acc", "energy_op_mj"} <= set(run.data.metrics)
+        assert run.data.tags["pareto_latency"] in ("true", "false") and "pruned" not in run.data.tags
     for run in runs:
+        # what every trial ran is in MLflow (the scheduled stages' progress is written at every report)
         stage = {"rnl": "stage2", "qcfs": "finetune"}[run.data.params["method"]]
         assert client.get_metric_history(run.info.run_id, f"{stage}_val_acc"), (run.info.status, stage)
+        if run.info.status == "KILLED":
+            assert run.data.tags["pruned"] == "true" and run.data.tags["stopped"].startswith("pruned by asha at")
+            assert 0 < run.data.metrics["pruned_progress"] < 1 and 0 <= run.data.metrics["pruned_val_acc"] <= 100
+    # ASHA's time is the fraction of the trial's stage done, for both methods; 1 only with the result
+    results = tune_results(tmp_path / "r")
+    assert len(results) == 4
+    for rows in results.values():
+        progress = [row["stage_progress"] for row in rows]
+        assert progress == sorted(progress) and all(0 <= value <= 1 for value in progress), progress
+        assert [row["stage"] for row in rows if row["stage_progress"] == 1] in ([], ["done"]), rows
+        assert all(row["stage"] in ("stage2", "finetune") for row in rows if row["stage_progress"] < 1)
     # a trial ASHA stopped prints as stopped, never as "done" with NaN values
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 4 and not [line for line in lines if " done " in line and "nan" in line], lines
     stopped = [line.split()[1] for line in lines if "stopped by asha" in line]
     killed = [r.data.tags["trial_id"] for r in runs if r.info.status == "KILLED"]
     assert sorted(stopped) == sorted(killed)
-    assert {r.data.params["method"] for r in runs} <= {"rnl", "qcfs"}
+
+
+def test_asha_settings_of_the_former_unit_are_refused_with_one_line(tmp_path):
+    for changes in ({"grace_period": 1, "max_t": 3}, {"max_t": 100}):
+        path = write_spec(tmp_path, scheduler="asha", **changes)
+        done = subprocess.run([sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", str(path)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": f"{ROOT / 'library'}{os.pathsep}{ROOT}"})
+        assert done.returncode == 2 and done.stdout == "", done.stdout
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: ") and "grace_fraction" in line, line
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="grace_fraction: must be between 0 and 1"):
+            load_spec(config_file=str(write_spec(tmp_path, scheduler="asha", grace_fraction=bad)))
 
 
 #: a grid of 4 rnl trials (2 lambda x 2 scale sharings), as many as the random and Optuna sweeps below
@@ -414,6 +471,56 @@ def test_a_short_sweep_finishes_with_each_search_algorithm(tmp_path, ray_local, 
             (0.0, "False"), (0.0, "True"), (1.0, "False"), (1.0, "True")]
     else:
         assert sorted(run.data.params["method"] for run in runs) == ["qcfs", "qcfs", "rnl", "rnl"]
+
+
+def test_folders_are_made_absolute_at_the_driver(tmp_path, monkeypatch):
+    """Issue 23: every folder of a sweep file is absolute, ``~`` expanded, before any trial starts (a trial
+    runs in a working directory of its own, where a relative folder would not be found)."""
+    from snnconv.sweep_spec import resolve_paths
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home" / "cifar").mkdir(parents=True)
+    (tmp_path / "data" / "imagenet" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "imagenet" / "val").mkdir()
+    path = write_spec(tmp_path, trial={**TINY["trial"], "data": {"name": "digits", "data_dir": "~/cifar"}},
+                      overrides={"qcfs": {"data": {"data_dir": "data/imagenet"}, "cache_dir": "./qcfs-cache"}})
+    spec = load_spec(config_file=str(path))
+    assert spec.trial["data"]["data_dir"] == str(tmp_path / "home" / "cifar")
+    assert spec.overrides["qcfs"]["data"]["data_dir"] == str(tmp_path / "data" / "imagenet")
+    assert spec.overrides["qcfs"]["cache_dir"] == str(tmp_path / "qcfs-cache")
+    assert spec.trial["cache_dir"] == str(tmp_path / "cache")  # already absolute: kept
+    monkeypatch.chdir(tmp_path / "home")  # resolving again changes nothing
+    resolve_paths(spec)
+    assert spec.trial["data"]["data_dir"] == str(tmp_path / "home" / "cifar")
+
+
+@pytest.mark.ray
+def test_a_trial_finds_a_relative_data_dir(tmp_path, ray_local, monkeypatch):
+    """Issue 23: a sweep file's relative data_dir (as the presets have, ./data/...) reaches the trials, which
+    Ray Tune runs in working directories of their own: before, every such trial failed with "not found"."""
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    for part in ("train", "val"):
+        for label, colour in (("cat", (200, 10, 10)), ("dog", (10, 10, 200))):
+            folder = tmp_path / "data" / "pets" / part / label
+            folder.mkdir(parents=True)
+            for index in range(6):
+                Image.new("RGB", (40, 30), tuple(min(255, c + 7 * index) for c in colour)).save(folder / f"{index}.png")
+    monkeypatch.chdir(tmp_path)
+    trial = {"model": "small", "device": "cpu", "stage1": {"epochs": 1, "lr": 0.05},
+             "data": {"name": "imagenet", "data_dir": "./data/pets", "num_workers": 0, "batch_size": 4},
+             "qcfs": {"stage1_levels": 4, "finetune_epochs": 1, "t_max": 4}}
+    path = write_spec(tmp_path, methods=["qcfs"], num_samples=1, trial=trial,
+                      space={"qcfs": {"qcfs.levels": {"type": "choice", "values": ["uniform"]}}})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(load_spec(config_file=path.name), SweepOptions(tracking_uri=uri, storage_path="ray"))
+    client, runs = children(uri, outcome.parent_run_id)
+    assert [run.info.status for run in runs] == ["FINISHED"], [run.data.tags.get("error") for run in runs]
+    (dataset,) = [item.dataset for item in runs[0].inputs.dataset_inputs]
+    assert dataset.name == "imagenet" and json.loads(dataset.profile)["test"] == 12
+    assert isinstance(client, MlflowClient) and (tmp_path / "ray").is_dir()  # the relative storage path too
 
 
 @pytest.mark.ray

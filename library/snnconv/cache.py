@@ -20,7 +20,6 @@ since anyone could then replace a network that later trials load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -35,18 +34,12 @@ import torch
 from filelock import FileLock
 
 from .cache_dir import ENV_VAR, default_cache_dir
+from .cache_key import stable_hash
 
 #: bump when a change to the code would change the weights stage 1 produces for one key
-CACHE_FORMAT = 1
 
 __all__ = ["ENV_VAR", "CacheEntry", "CacheEntryRefused", "CacheWarning", "Stage1Cache", "check_fits",
            "default_cache_dir", "stable_hash"]
-
-
-def stable_hash(payload: Mapping[str, Any], length: int = 16) -> str:
-    """A hex digest of the canonical JSON of ``payload`` (key order does not matter)."""
-    text = json.dumps({"format": CACHE_FORMAT, **payload}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 @dataclass

@@ -23,6 +23,8 @@ from .levels import LEVEL_CHOICES, LEVEL_POLICIES, PASCAL_LISTS
 
 METHODS = ("rnl", "qcfs")
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenet")
+#: the data sets read from data.data_dir (prepared beforehand with ``python -m snnconv.data prepare``)
+FOLDER_SETS = ("cifar10", "cifar100", "imagenet")
 
 
 class ConfigError(ValueError):
@@ -37,7 +39,8 @@ class DataConfig:
     name: str = "digits"
     #: folder holding the data set (required for cifar10, cifar100, imagenet)
     data_dir: str | None = None
-    #: let torchvision download CIFAR into data_dir (needs network)
+    #: must be false: trials never download; fetch and verify the data set once with
+    #: `python -m snnconv.data prepare NAME --data-dir DIR` (kept so old files get this message)
     download: bool = False
     #: training batch size
     batch_size: int = 64
@@ -89,8 +92,12 @@ class Stage1Config:
     gamma: float = 0.1
     #: cross-entropy label smoothing
     label_smoothing: float = 0.0
-    #: bfloat16 autocast on CUDA (ignored on CPU)
+    #: bfloat16 autocast on CUDA (ignored on CPU unless amp_on_cpu); QCFS and Rate Norm still
+    #: quantise and clip in float32
     amp: bool = True
+    #: with amp, use bfloat16 autocast on the CPU too (slower than float32 on most CPUs; for tests
+    #: of the GPU numerics on a CPU)
+    amp_on_cpu: bool = False
 
 
 @dataclass
@@ -175,7 +182,8 @@ class TrialConfig:
     dropout: float | None = None
     #: seed of training and stage 2 (part of the stage-1 key)
     seed: int = 0
-    #: where the trial computes; auto = CUDA when available, else the CPU
+    #: where the trial computes; auto = CUDA when available, else the CPU (an error instead when the
+    #: scheduler gave the trial a GPU that torch cannot see); cpu stays on the CPU even with a GPU
     device: str = "auto"
     #: stage-1 cache folder; None = $SNNCONV_CACHE or ~/.cache/snnconv/stage1
     cache_dir: str | None = None
@@ -338,17 +346,18 @@ def validate(config: TrialConfig) -> None:
     _non_negative("data.num_workers", data.num_workers)
     if data.val_size is not None:
         _positive("data.val_size", data.val_size)
-    if data.name in ("cifar10", "cifar100", "imagenet"):
+    command = "python -m snnconv.data prepare"
+    if data.download:
+        name = data.name if data.name in FOLDER_SETS else "NAME"
+        raise ConfigError(f"data.download: must be false, got true; trials never download: prepare the data set "
+                          f"once with `{command} {name} --data-dir DIR`")
+    if data.name in FOLDER_SETS:
         if data.data_dir is None:
-            raise ConfigError(
-                f"data.data_dir: {data.name} needs a local data directory (--data-dir); "
-                "nothing is downloaded unless data.download is true"
-            )
-        if not data.download and not Path(data.data_dir).is_dir():
+            raise ConfigError(f"data.data_dir: {data.name} needs a local data directory (--data-dir); "
+                              f"prepare it with `{command} {data.name} --data-dir DIR`")
+        if not Path(data.data_dir).is_dir():
             raise ConfigError(f"data.data_dir: {data.data_dir!r} does not exist "
-                              f"(set data.download to fetch {data.name})")
-        if data.name == "imagenet" and data.download:
-            raise ConfigError("data.download: ImageNet cannot be downloaded; point data.data_dir at train/ and val/")
+                              f"(prepare it with `{command} {data.name} --data-dir {data.data_dir}`)")
 
     s1 = config.stage1
     _positive("stage1.epochs", s1.epochs)
@@ -360,6 +369,9 @@ def validate(config: TrialConfig) -> None:
     _positive("stage1.gamma", s1.gamma)
     if not 0 <= s1.label_smoothing < 1:
         raise ConfigError(f"stage1.label_smoothing: must be in [0, 1), got {s1.label_smoothing!r}")
+    if s1.amp_on_cpu and not s1.amp:
+        raise ConfigError("stage1.amp_on_cpu: true needs stage1.amp: true (amp turns autocast on, "
+                          "amp_on_cpu extends it to the CPU)")
 
     rnl = config.rnl
     _non_negative("rnl.lam", rnl.lam)

@@ -4,6 +4,9 @@
 ``(images [B, C, H, W] float32, labels [B] int64)`` already normalised. Small in-memory sets
 (digits, synthetic) are held as tensors on the compute device and batched without copies
 (:class:`TensorLoader`); CIFAR and ImageNet use torchvision data sets and a DataLoader.
+
+Trials never download: CIFAR and ImageNet folders are prepared beforehand with
+``python -m snnconv.data prepare NAME --data-dir DIR`` (:mod:`snnconv.prepare`).
 """
 
 from __future__ import annotations
@@ -161,17 +164,21 @@ def _transforms(name: str, config: DataConfig, train: bool):
 
 
 def load_cifar_data(config: DataConfig, device: torch.device) -> DataBundle:
-    """CIFAR-10/100 from ``data_dir`` (torchvision layout); validation carved from train."""
+    """CIFAR-10/100 from ``data_dir`` (torchvision layout); validation carved from train.
+
+    Never downloads: a missing or corrupt data set raises ConfigError naming the prepare command.
+    """
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if config.name == "cifar10" else datasets.CIFAR100
     root = str(config.data_dir)
     try:
-        train_aug = cls(root, train=True, transform=_transforms(config.name, config, True), download=config.download)
-        train_plain = cls(root, train=True, transform=_transforms(config.name, config, False))
-        test = cls(root, train=False, transform=_transforms(config.name, config, False), download=config.download)
+        train_aug = cls(root, train=True, transform=_transforms(config.name, config, True), download=False)
+        train_plain = cls(root, train=True, transform=_transforms(config.name, config, False), download=False)
+        test = cls(root, train=False, transform=_transforms(config.name, config, False), download=False)
     except RuntimeError as error:
-        raise ConfigError(f"data.data_dir: {config.name} not found in {root!r} ({error})") from error
+        raise ConfigError(f"data.data_dir: {config.name} is missing or fails its checksum check in {root!r}; "
+                          f"run `python -m snnconv.data prepare {config.name} --data-dir {root}`") from error
     val_size = config.val_size or DEFAULT_VAL_SIZE[config.name]
     train_idx, val_idx = _split(len(train_aug), (len(train_aug) - val_size, val_size), config.split_seed)
     return DataBundle(
@@ -316,3 +323,9 @@ def _hash_dataset(digest: Any, dataset: Any) -> None:
         digest.update(np.asarray(targets, dtype=np.int64).tobytes())
     if data is None and samples is None and targets is None:
         digest.update(str(len(dataset)).encode())
+
+
+if __name__ == "__main__":  # python -m snnconv.data prepare NAME --data-dir DIR
+    from .prepare import main
+
+    raise SystemExit(main())

@@ -6,10 +6,16 @@
 Models never hard-code an activation: they take a factory (a zero-argument callable returning a
 fresh module, see :func:`activation_factory`), so the same architecture is built with ReLU,
 RateNorm or QCFS. Formulas: ``docs/methods.md`` §1.1 (QCFS) and §2.2 (Rate Norm).
+
+Both compute in float32 inside an autocast region (:func:`full_precision`): a bfloat16 input is
+cast up and autocast is off for their own arithmetic, so training under autocast clips and floors
+at the same boundaries as evaluation in float32 and as PASCAL. They return float32 there; the next
+conv or linear layer casts it down again as autocast does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -20,6 +26,22 @@ ActivationFactory = Callable[[], nn.Module]
 #: the activations a model can be built with (name -> module class)
 ACTIVATIONS = ("relu", "rnl", "qcfs")
 
+#: float types too coarse to clip and quantise in: an activation given one computes in float32
+REDUCED_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 when it is bfloat16 or float16; any other tensor unchanged (float64 stays)."""
+    return x.float() if x.dtype in REDUCED_PRECISION else x
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A context turning autocast off on ``device_type`` while autocast is on there; a no-op
+    context otherwise (also on devices without autocast, such as ``meta``)."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
 
 class RateNorm(nn.Module):
     """Rate Norm Layer: ``clamp(relu(x) / theta, 0, 1)`` with ``theta = running_max * p + eps``.
@@ -28,7 +50,8 @@ class RateNorm(nn.Module):
     (``scale_mode="abs"``), where ``scale`` is a raw trainable scalar (init 10, so p ~ 1).
     While training and not :attr:`lock_max`, the running max is updated *before* normalising,
     ``running_max <- (1 - momentum) * running_max + momentum * max(relu(x))`` over the whole
-    batch tensor, with no gradient. Output has the input's shape, values in [0, 1] (firing rates).
+    batch tensor, with no gradient. Output has the input's shape, values in [0, 1] (firing rates),
+    float32 for a bfloat16 / float16 input (computed in float32, see :func:`full_precision`).
     """
 
     def __init__(
@@ -57,12 +80,13 @@ class RateNorm(nn.Module):
         return self.running_max * self.p() + self.eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        positive = torch.relu(x)
-        if self.training and not self.lock_max:
-            with torch.no_grad():
-                batch_max = positive.max().to(self.running_max.dtype)
-                self.running_max.mul_(1.0 - self.momentum).add_(self.momentum * batch_max)
-        return torch.clamp(positive / self.threshold(), 0.0, 1.0)
+        with autocast_off(x.device.type):
+            positive = torch.relu(full_precision(x))
+            if self.training and not self.lock_max:
+                with torch.no_grad():
+                    batch_max = positive.max().to(self.running_max.dtype)
+                    self.running_max.mul_(1.0 - self.momentum).add_(self.momentum * batch_max)
+            return torch.clamp(positive / self.threshold(), 0.0, 1.0)
 
     def extra_repr(self) -> str:
         return f"scale_mode={self.scale_mode}, momentum={self.momentum}, lock_max={self.lock_max}"
@@ -92,7 +116,8 @@ class QCFS(nn.Module):
     steps (the SNN's time steps under PASCAL), ``threshold`` = lambda, trainable, one scalar per
     layer (QCFS initialises it to 8.0, PASCAL to 1.0). Outputs lie in {0, lambda/L, ..., lambda};
     the floor has a straight-through gradient. Operation order as in the QCFS "new" repository
-    and PASCAL: divide, clamp, floor, multiply.
+    and PASCAL: divide, clamp, floor, multiply. A bfloat16 / float16 input is quantised in float32
+    and gives float32 (:func:`full_precision`), so the levels are those of evaluation and PASCAL.
     """
 
     def __init__(self, levels: int = 8, threshold: float = 8.0) -> None:
@@ -102,8 +127,9 @@ class QCFS(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         levels = self.levels
-        u = torch.clamp(z / self.threshold, 0.0, 1.0)
-        return floor_ste(u * levels + 0.5) / levels * self.threshold
+        with autocast_off(z.device.type):
+            u = torch.clamp(full_precision(z) / self.threshold, 0.0, 1.0)
+            return floor_ste(u * levels + 0.5) / levels * self.threshold
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"

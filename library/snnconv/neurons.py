@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import REDUCED_PRECISION
+
 #: accepted ``v_init`` names: the membrane at t = 0 as a fraction of the threshold
 V_INIT_FRACTIONS = {"zero": 0.0, "half": 0.5}
 
@@ -40,6 +42,9 @@ class IFNeuron(nn.Module):
     tensor in :attr:`step_spikes` (read and cleared by the simulator). ``owns_input`` (set by the
     converter when nothing else reads the input current) lets the neuron write its spikes into the
     input's memory from the second step on instead of allocating.
+
+    The membrane is float32 at least: a bfloat16 / float16 current (a layer run under autocast) is
+    cast up before it is integrated, so the state never accumulates rounding of a coarse type.
     """
 
     def __init__(self, threshold: float, amplitude: float = 1.0, v_init: float = 0.0,
@@ -56,6 +61,8 @@ class IFNeuron(nn.Module):
         self.step_spikes: list[torch.Tensor] = []
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        if current.dtype in REDUCED_PRECISION:  # a fresh float32 tensor: nothing else reads it
+            current = current.float()
         if self.membrane is None:
             # the first step allocates membrane and spikes apart from the input, so that the heap
             # is left with free blocks of the per-step sizes next to the long-lived membranes;

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import Stage1Cache, check_fits, stable_hash
+from .cache import Stage1Cache, check_fits
+from .cache_key import stage1_key
 from .config import ConfigError, TrialConfig, validate
 from .convert import to_if
 from .data import DataBundle, DataFacts, describe_data, load_data
@@ -46,9 +47,10 @@ from .train import (
     EpochCallback,
     EpochStats,
     batches,
+    check_device,
+    device_gpu_name,
     evaluate,
     finetune_levels,
-    resolve_device,
     seed_everything,
     train_model,
     train_ril,
@@ -69,25 +71,6 @@ def stage1_activation(config: TrialConfig) -> ActivationFactory:
         raw = 10.0 if config.rnl.scale_mode == "sigmoid" else 1.0
         return activation_factory("rnl", scale_init=raw, scale_mode=config.rnl.scale_mode)
     return activation_factory("qcfs", levels=config.qcfs.stage1_levels, threshold=config.qcfs.threshold_init)
-
-
-def stage1_key(config: TrialConfig) -> str:
-    """Hash of everything that determines the stage-1 weights (not the stage-2 knobs)."""
-    data = config.data
-    data_fields = {"name": data.name, "batch_size": data.batch_size, "val_size": data.val_size,
-                   "augment": data.augment, "cutout": data.cutout, "split_seed": data.split_seed}
-    if data.name == "synthetic":
-        data_fields.update(num_classes=data.num_classes, channels=data.channels, image_size=data.image_size,
-                           num_train=data.num_train, num_val=data.num_val, num_test=data.num_test)
-    if config.method == "rnl":
-        activation = {"kind": "rnl", "scale_mode": config.rnl.scale_mode}
-    else:
-        activation = {"kind": "qcfs", "levels": config.qcfs.stage1_levels,
-                      "threshold": config.qcfs.threshold_init}
-    return stable_hash({
-        "model": config.model, "dropout": config.dropout, "data": data_fields, "activation": activation,
-        "stage1": dataclasses.asdict(config.stage1), "seed": config.seed,
-    })
 
 
 def build_trial_model(config: TrialConfig, data: DataBundle, activation: ActivationFactory | None = None) -> nn.Module:
@@ -127,10 +110,13 @@ class Stage1Result:
 
 
 def stage1(config: TrialConfig, *, data: DataBundle | None = None, on_epoch: EpochCallback | None = None,
-           cache: Stage1Cache | None = None) -> Stage1Result:
-    """Train the stage-1 ANN of ``config``, or load it from the cache when its key is there."""
+           cache: Stage1Cache | None = None, device: torch.device | None = None) -> Stage1Result:
+    """Train the stage-1 ANN of ``config``, or load it from the cache when its key is there.
+
+    ``device``: where to compute (default: ``config.device`` through
+    :func:`snnconv.train.check_device`, with no GPU assigned)."""
     validate(config)
-    device = resolve_device(config.device)
+    device = check_device(config.device) if device is None else device
     data = data or load_data(config.data, device)
     cache = cache or Stage1Cache(config.cache_dir)
     key = stage1_key(config)
@@ -211,11 +197,19 @@ class TrialResult:
     model_metadata: dict[str, Any] = field(default_factory=dict)
     #: one test image [1, C, H, W] on the CPU: the logged model's input example
     example_input: torch.Tensor | None = field(default=None, repr=False)
+    #: where the trial computed: the torch device type (``cpu``, ``cuda``); empty when not recorded
+    device: str = ""
+    #: the GPU's name (``torch.cuda.get_device_name``), ``none`` on the CPU; empty when not recorded
+    gpu_name: str = ""
 
     @property
     def acc_curve(self) -> list[float]:
         """The test acc(t) curve of the operating point's IF network (rnl; empty for qcfs)."""
         return self.curves.get("snn_acc_t", [])
+
+    def params(self) -> dict[str, str]:
+        """The MLflow params the result itself knows (``device``, ``gpu_name``; those recorded)."""
+        return {name: value for name, value in (("device", self.device), ("gpu_name", self.gpu_name)) if value}
 
     def metrics(self) -> dict[str, float]:
         """The scalar metrics of the tracking contract plus the extras (NaN where undefined)."""
@@ -282,19 +276,25 @@ def model_record(config: TrialConfig, data: DataBundle, point: OperatingPoint, l
     return {"data": facts, "model_metadata": metadata, "example_input": images[:1].detach().float().cpu()}
 
 
-def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
+def device_record(device: torch.device) -> dict[str, str]:
+    """The ``device`` and ``gpu_name`` fields of a trial's result (``cpu`` / ``none`` on the CPU)."""
+    return {"device": device.type, "gpu_name": device_gpu_name(device)}
+
+
+def _run_rnl(config: TrialConfig, on_progress: ProgressCallback, device: torch.device) -> TrialResult:
     """RNL + RIL: stage 1 (cached) -> stage 2 (RIL) -> IF conversion -> simulation -> metrics."""
     start = time.perf_counter()
     rnl = config.rnl
-    first = stage1(config, on_epoch=_stage1_progress(on_progress))
+    first = stage1(config, on_epoch=_stage1_progress(on_progress), device=device)
     device = first.device
     # training advanced the shuffling generator of the train loader: a cache miss gets fresh loaders
     # so that stage 2 sees the same batches whether stage 1 was trained or loaded
     data = first.data if first.cache_hit else load_data(config.data, device)
     seed_everything(config.seed)
     model = copy.deepcopy(first.model)
+    steps = max(1, rnl.epochs * len(data.train))  # stage 2's training steps, for its progress fraction
     ril = train_ril(model, data.train, data.val, rnl, device,
-                    on_validate=lambda row: on_progress("stage2", row))
+                    on_validate=lambda row: on_progress("stage2", {**row, "progress": min(1.0, row["step"] / steps)}))
     omega = model_omega(model, data.val, device, weighting="mean")  # also the validation ANN accuracy
     ann_acc = evaluate(model, data.test, device)
     snn = to_if(model, v_init=rnl.v_init)
@@ -327,6 +327,7 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
         warnings=stage1_warnings(first),
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
+        **device_record(device),
     )
 
 
@@ -365,12 +366,12 @@ def _reseed_loader(loader: Any, seed: int) -> None:
         generator.manual_seed(seed)
 
 
-def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult:
+def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback, device: torch.device) -> TrialResult:
     """One QCFS + PASCAL trial (see the module docstring); reports ``on_progress("finetune", ...)``
     after every fine-tune epoch (and ``"stage1"`` epochs when stage 1 is trained)."""
     start = time.perf_counter()
     qcfs = config.qcfs
-    first = stage1(config, on_epoch=_stage1_progress(on_progress))
+    first = stage1(config, on_epoch=_stage1_progress(on_progress), device=device)
     model, data, device = first.model, first.data, first.device
     layers = activation_layers(model)
 
@@ -381,7 +382,8 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
     seed_everything(config.seed)
     history = finetune_levels(model, levels, data.train, config.stage1, device, epochs=qcfs.finetune_epochs,
                               lr=qcfs.finetune_lr, val_loader=data.val,
-                              on_epoch=lambda stats: on_progress("finetune", _epoch_metrics(stats)))
+                              on_epoch=lambda stats: on_progress("finetune", {
+                                  **_epoch_metrics(stats), "progress": stats.epoch / max(1, qcfs.finetune_epochs)}))
 
     ann_acc, val_ann_acc = evaluate(model, data.test, device), evaluate(model, data.val, device)
     thresholds = [float(layer.module.threshold.detach()) for layer in layers]
@@ -447,6 +449,7 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
         extra_metrics=extra,
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, rows, levels),
+        **device_record(device),
     )
 
 
@@ -454,21 +457,29 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback) -> TrialResult
 # one trial, any method
 
 #: ``config.method`` -> the function running that method's trial
-METHOD_RUNNERS: dict[str, Callable[[TrialConfig, ProgressCallback], TrialResult]] = {
+METHOD_RUNNERS: dict[str, Callable[[TrialConfig, ProgressCallback, torch.device], TrialResult]] = {
     "rnl": _run_rnl,
     "qcfs": _run_qcfs,
 }
 
 
-def run_trial(config: TrialConfig, on_progress: ProgressCallback | None = None) -> TrialResult:
+def run_trial(config: TrialConfig, on_progress: ProgressCallback | None = None, *,
+              gpus_assigned: int = 0) -> TrialResult:
     """Run one trial of ``config.method`` end to end and return its :class:`TrialResult`.
 
     ``on_progress(stage, metrics)`` (optional) receives progress: "stage1" per trained epoch,
     "stage2" at every RIL validation (rnl: val_acc, omega, step, ...), "finetune" per layerwise-L
-    fine-tune epoch (qcfs: epoch, val_acc, ...), "simulate" once at the end (rnl).
+    fine-tune epoch (qcfs: epoch, val_acc, ...), "simulate" once at the end (rnl). "stage2" and
+    "finetune" also carry ``progress``: the fraction of that stage done (0-1; steps for rnl, epochs
+    for qcfs), the unit a scheduler compares both methods in.
+
+    ``gpus_assigned``: how many GPUs the scheduler gave the trial (Ray: ``len(ray.get_gpu_ids())``).
+    The device is checked before any work (:func:`snnconv.train.check_device`): a trial given a GPU
+    that torch cannot see raises :class:`snnconv.train.DeviceError` instead of running on the CPU.
     """
     validate(config)
     runner = METHOD_RUNNERS.get(config.method)
     if runner is None:
         raise ConfigError(f"method: {config.method!r} has no trial runner; implemented: {', '.join(METHOD_RUNNERS)}")
-    return runner(config, on_progress or _ignore_progress)
+    device = check_device(config.device, gpus_assigned)
+    return runner(config, on_progress or _ignore_progress, device)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import graph as dataflow
+from .layers import autocast_off
 from .metrics import energy_mj, synaptic_operations, weight_layer_macs
 from .neurons import IFNeuron, StaticInput, if_neurons, reset_state
 
@@ -126,6 +127,8 @@ def simulate(snn: nn.Module, loader: Iterable, t_max: int, device: torch.device 
     ``snn`` comes from :func:`snnconv.convert.to_if` (IF neurons, state reset per batch); it runs on
     ``device`` (default: where its parameters are). The image is presented at every step; the
     output layer's outputs are summed over steps and the prediction after t steps is their argmax.
+    It runs in the model's own float type even inside an autocast region (autocast is off for the
+    simulation), so membranes, currents and summed outputs never become bfloat16.
     """
     if isinstance(t_max, bool) or int(t_max) != t_max or t_max < 1:
         raise ValueError(f"t_max must be a positive integer, got {t_max!r}")
@@ -147,7 +150,8 @@ def simulate(snn: nn.Module, loader: Iterable, t_max: int, device: torch.device 
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             reset_state(snn)
-            _run_batch(snn, images, labels, correct)
+            with autocast_off(device.type):
+                _run_batch(snn, images, labels, correct)
             for name, module in neurons:
                 if module.step_spikes:
                     spikes[name] += torch.stack(module.step_spikes).double()

@@ -34,8 +34,10 @@ from .sweep_spec import (
     SweepSpec,
     count_trials,
     decode_params,
+    drawable_values,
     load_spec,
     method_base,
+    resolve_paths,
     selection_metric,
     trial_params,
     validate_spec,
@@ -44,7 +46,7 @@ from .sweep_spec import (
 __all__ = [
     # the sweep file (snnconv.sweep_spec)
     "OBJECTIVES", "SCHEDULERS", "SEARCHES", "SELECT_ON", "SPACE_TYPES", "SweepSpec", "count_trials", "decode_params",
-    "load_spec", "method_base", "selection_metric", "trial_params", "validate_spec",
+    "load_spec", "method_base", "resolve_paths", "selection_metric", "trial_params", "validate_spec",
     # running it with Ray Tune
     "FRONT_TAGS", "EarlierFailure", "SweepOptions", "SweepOutcome", "build_param_space", "check_resources",
     "final_report", "finish_sweep", "main", "print_summary", "run_sweep",
@@ -61,6 +63,8 @@ TEST_SELECTION_WARNING = (
 STATE_FILE = "snnconv_sweep.json"
 #: progress stages reported to Tune (and so to ASHA); stage-1 epochs only go to MLflow
 SCHEDULED_STAGES = ("stage2", "finetune")
+#: ASHA's time: the fraction (0-1) of the trial's scheduled stage done; 1 only in the final report
+PROGRESS = "stage_progress"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +124,7 @@ def final_report(metrics: Mapping[str, float]) -> dict[str, Any]:
     values["val_acc"] = float(metrics.get("val_ann_acc", math.nan))  # the final model's (ASHA's metric)
     for key in ("converged", "ann_acc", "val_ann_acc", "snn_acc", "trial_seconds", "stage1_cache_hit"):
         values[key] = float(metrics.get(key, math.nan))
-    return {**values, "stage": "done"}
+    return {**values, "stage": "done", PROGRESS: 1.0}
 
 
 def trial_config(params: Mapping[str, Any], spec: SweepSpec, bases: Mapping[str, dict[str, Any]]):
@@ -173,10 +177,13 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
                 tracking_seconds += time.perf_counter() - clock
             if "val_acc" in metrics:
                 last["val_acc"] = float(metrics["val_acc"])
-            tune.report({**last, "stage": stage})
+            fraction = float(metrics.get("progress", 0.0))
+            if fraction < 1.0:  # the stage's end is reported with the result, never where ASHA's max_t stops it
+                tune.report({**last, "stage": stage, PROGRESS: fraction})
 
     try:
-        result = run_trial(config, on_progress=on_progress)
+        # a trial Ray gave a GPU that torch cannot see fails here, with one clear error, not on the CPU
+        result = run_trial(config, on_progress=on_progress, gpus_assigned=len(ray.get_gpu_ids()))
         clock = time.perf_counter()
         progress.flush()
         tracking.log_trial_result(tracker, run_id, result, {
@@ -224,9 +231,13 @@ class SweepOutcome:
     storage_dir: Path
     table: Any  # pandas.DataFrame, one row per trial run
     report_dir: Path | None = None
-    #: wall seconds of the sweep's phases: "start" (store, parent run, Ray), "tune" (the trials), "finish";
-    #: and "ray", the part of "start" spent starting or joining Ray (0 when it was already up)
+    #: wall seconds of the sweep's phases: "start" (store, parent run, Ray), "stage1" (the shared stage-1
+    #: networks, trained before the trials), "tune" (the trials), "finish"; and "ray", the part of "start"
+    #: spent starting or joining Ray (0 when it was already up)
     timings: dict[str, float] = field(default_factory=dict)
+    #: what each stage-1 task trained before the trials (:func:`train_stage1_first`): method, key,
+    #: cache_hit, val_acc, seconds, host, device
+    stage1: list[dict[str, Any]] = field(default_factory=list)
     #: the split the fronts were chosen on: "val" or "test"
     select_on: str = "val"
     #: the parent run's end: FINISHED (every trial has an outcome) or KILLED (interrupted)
@@ -283,9 +294,11 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
                 return
             self.done += 1
             if r.get("stage") != "done":  # stopped by the scheduler: what it had, not a result
-                print(f"{self._prefix(trial)} stopped by {spec.scheduler} after {r.get('training_iteration', 0)} "
-                      f"report(s) in {r.get('stage', 'start-up')}: val_acc {r.get('val_acc', math.nan):6.2f}%  "
-                      "(run KILLED, tag stopped)", flush=True)
+                progress, val_acc = float(r.get(PROGRESS, 0.0)), float(r.get("val_acc", math.nan))
+                tracking.record_pruned(tracker, trial.trial_id, spec.scheduler, r.get("stage", "start-up"),
+                                       progress, val_acc)
+                print(f"{self._prefix(trial)} stopped by {spec.scheduler} at {progress:.0%} of "
+                      f"{r.get('stage', 'start-up')}: val_acc {val_acc:6.2f}%  (run KILLED, tag pruned)", flush=True)
                 return
             unit = "T_eff" if trial.config.get("method") == "qcfs" else "IF steps"
             settled = "" if r.get("converged", 1.0) else "  (not converged: raise T_max)"
@@ -305,6 +318,111 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
             print(f"{self._prefix(trial)} FAILED: {first} (recorded in MLflow; the sweep goes on)", flush=True)
 
     return SweepProgress()
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1 first: each stage-1 network the trials share is trained once, before them
+
+
+def stage1_plan(spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """method -> its base trial config, for each method whose stage-1 network no sampled value changes
+    (every value the search can draw gives the base's stage-1 key): the sweep trains these once, before the
+    trials. A method whose space changes its key (a sampled ``stage1.lr``, say) is left out: its trials train
+    their own. Empty when the sweep does not share stage 1 (``share_stage1: false``)."""
+    from .cache_key import stage1_key
+
+    if not spec.share_stage1:
+        return {}
+    plan = {}
+    for method, base in bases.items():
+        config = from_dict(base)
+        key = stage1_key(config)
+        if all(stage1_key(apply_overrides(config, {dotted: value})) == key
+               for dotted, entry in (spec.space.get(method) or {}).items()
+               for value in drawable_values(entry, config.model, spec.search)):
+            plan[method] = base
+    return plan
+
+
+def _train_stage1(base: dict[str, Any], method: str, tracker: tracking.SweepTracker, threads: int) -> dict[str, Any]:
+    """A Ray task: train (or load from the cache) the stage-1 network of ``base``; each epoch's validation
+    accuracy, loss and elapsed seconds go to the sweep's parent run as ``stage1_<method>_*`` (step = epoch)."""
+    import ray
+    import torch
+
+    from .pipeline import stage1
+    from .train import check_device
+
+    torch.set_num_threads(threads)
+    config = from_dict(base)
+    config.cache_dir = str(Path(config.cache_dir or default_cache_dir()).resolve())
+    device = check_device(config.device, len(ray.get_gpu_ids()))
+    clock = time.perf_counter()
+
+    def on_epoch(stats) -> None:
+        tracking.log_progress(tracker, tracker.parent_run_id, {
+            f"stage1_{method}_val_acc": stats.val_acc, f"stage1_{method}_train_loss": stats.train_loss,
+            f"stage1_{method}_seconds": time.perf_counter() - clock}, stats.epoch)
+
+    result = stage1(config, on_epoch=on_epoch, device=device)
+    return {"method": method, "key": result.key, "cache_hit": result.cache_hit, "val_acc": result.val_acc,
+            "seconds": time.perf_counter() - clock, "host": os.uname().nodename, "device": str(device)}
+
+
+def train_stage1_first(spec: SweepSpec, plan: Mapping[str, dict[str, Any]], tracker: tracking.SweepTracker,
+                       poll_s: float = 10.0) -> list[dict[str, Any]]:
+    """Train the planned stage-1 networks (:func:`stage1_plan`) as Ray tasks, in parallel, each with the
+    trial's CPUs and, when trials use GPUs, a whole GPU; print their progress (epoch, validation accuracy,
+    time left) every ``poll_s`` seconds from what they log to MLflow. Returns each task's facts (method,
+    key, cache_hit, val_acc, seconds, host, device); a task that failed is reported and left to the
+    trials, which then train (and fail) on their own."""
+    import ray
+
+    if not plan:
+        return []
+    task = ray.remote(_train_stage1)
+    resources = {"num_cpus": spec.cpus_per_trial, "num_gpus": 1 if spec.gpus_per_trial > 0 else 0,
+                 "max_retries": spec.max_failures}
+    threads = max(1, int(spec.cpus_per_trial))
+    refs = {task.options(**resources).remote(base, method, tracker, threads): method for method, base in plan.items()}
+    epochs = {method: from_dict(base).stage1.epochs for method, base in plan.items()}
+    print(f"stage 1 first: {len(refs)} network(s) ({', '.join(plan)}) before any trial, in parallel", flush=True)
+    facts, shown, pending = [], dict.fromkeys(plan, 0), list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+        for method, line in _stage1_progress(tracker, epochs, shown):
+            print(f"stage 1 {method}: {line}", flush=True)
+        for ref in done:
+            method = refs[ref]
+            try:
+                fact = ray.get(ref)
+            except Exception as error:  # noqa: BLE001 - any failure is the trials' to meet and record
+                print(f"warning: stage 1 of {method} failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                      "its trials train it themselves", file=sys.stderr, flush=True)
+                continue
+            facts.append(fact)
+            how = "loaded from the cache" if fact["cache_hit"] else f"trained in {fact['seconds']:.0f} s"
+            print(f"stage 1 {method}: {how} on {fact['host']} ({fact['device']}), validation accuracy "
+                  f"{fact['val_acc']:.2f}% (key {fact['key']})", flush=True)
+    return facts
+
+
+def _stage1_progress(tracker: tracking.SweepTracker, epochs: Mapping[str, int],
+                     shown: dict[str, int]) -> list[tuple[str, str]]:
+    """(method, line) for each planned stage 1 with epochs logged since the last call: the latest epoch,
+    its validation accuracy and the time left at the pace so far."""
+    lines = []
+    for method, total in epochs.items():
+        history = tracking.metric_history(tracker, tracker.parent_run_id, f"stage1_{method}_val_acc")
+        seconds = tracking.metric_history(tracker, tracker.parent_run_id, f"stage1_{method}_seconds")
+        if not history or history[-1][0] <= shown[method]:
+            continue
+        epoch, val_acc = history[-1]
+        shown[method] = epoch
+        elapsed = seconds[-1][1] if seconds else math.nan
+        left = elapsed / epoch * (total - epoch) if epoch else math.nan
+        lines.append((method, f"epoch {epoch}/{total}, validation accuracy {val_acc:.2f}%, about {left:.0f} s left"))
+    return lines
 
 
 def _trial_name(trial) -> str:
@@ -357,39 +475,98 @@ def _search_and_scheduler(spec: SweepSpec, total: int, optuna_storage: Any = Non
                                       mode=["max", "min"], sampler=sampler, seed=spec.seed, storage=optuna_storage)
     scheduler = None
     if spec.scheduler == "asha":
-        scheduler = ASHAScheduler(metric="val_acc", mode="max", grace_period=spec.grace_period,
-                                  max_t=spec.max_t, reduction_factor=2)
+        from ray.tune.schedulers import FIFOScheduler
+
+        class ASHAPerMethod(FIFOScheduler):
+            """One ASHA per method: a trial is compared only with trials of its own method (rnl's Rate Norm
+            ANN and qcfs's QCFS ANN are different networks), so each method keeps at least one trial that
+            runs to its result (the first trial to reach a rung always goes on). Time is the fraction of
+            the trial's scheduled stage done; a trial reports the end of that stage only with its result,
+            so max_t never stops it before the result."""
+
+            def __init__(self, methods: list[str]) -> None:
+                super().__init__()
+                self.by_method = {method: ASHAScheduler(time_attr=PROGRESS, metric="val_acc", mode="max",
+                                                        grace_period=spec.grace_fraction, max_t=1.0,
+                                                        reduction_factor=2) for method in methods}
+
+            def _of(self, trial):
+                return self.by_method[trial.config["method"]]
+
+            def set_search_properties(self, metric, mode, **more) -> bool:
+                return all([asha.set_search_properties(metric, mode, **more) for asha in self.by_method.values()])
+
+            def on_trial_add(self, tune_controller, trial) -> None:
+                self._of(trial).on_trial_add(tune_controller, trial)
+
+            def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+                return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+            def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+                self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+            def on_trial_error(self, tune_controller, trial) -> None:
+                self._of(trial).on_trial_error(tune_controller, trial)
+
+            def on_trial_remove(self, tune_controller, trial) -> None:
+                self._of(trial).on_trial_remove(tune_controller, trial)
+
+            def debug_string(self) -> str:
+                return "; ".join(f"{method}: {asha.debug_string()}" for method, asha in self.by_method.items())
+
+        scheduler = ASHAPerMethod(list(spec.methods))
     return search_alg, scheduler
 
 
-def check_resources(spec: SweepSpec, waiting_s: float) -> None:
+def check_resources(spec: SweepSpec, waiting_s: float, trials: int = 1) -> None:
     """Refuse a sweep whose trial asks for more CPUs or GPUs than the Ray cluster has, before any trial
     starts (Ray would otherwise keep it PENDING for ever). ``waiting_s`` > 0 (a cluster that may scale
-    up): warn, then wait that long for the resources to appear."""
-    import ray
+    up, e.g. GPU workers at ``min_workers: 0``): warn, ask the autoscaler for the resources of
+    ``min(trials, max_concurrent)`` trials (``ray.autoscaler.sdk.request_resources``), and wait up to
+    ``waiting_s`` for a node that fits one trial to join. The request is withdrawn when the wait ends:
+    from then on the trials' own demand keeps the cluster scaled."""
+    from ray.autoscaler.sdk import request_resources
 
     deadline = time.monotonic() + waiting_s
-    warned = False
+    requested = False
     asked = {"GPU": spec.gpus_per_trial, "CPU": spec.cpus_per_trial}
     names = {"GPU": "GPU(s)", "CPU": "CPU(s)"}
-    while True:
-        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        if any(all(node.get(key, 0.0) >= amount for key, amount in asked.items()) for node in nodes):
-            return  # one trial fits on some node (a trial runs on one node)
-        largest = {key: max((node.get(key, 0.0) for node in nodes), default=0.0) for key in asked}
-        short = [f"{amount:g} {names[key]} per trial, and the Ray cluster has {largest[key]:g} on its largest node"
-                 for key, amount in asked.items() if amount > largest[key]]
-        short = short or [f"{spec.gpus_per_trial:g} GPU(s) and {spec.cpus_per_trial:g} CPU(s) per trial, and no "
-                          "Ray node has both"]
-        if time.monotonic() >= deadline:
-            waited = f" (waited {waiting_s:g} s for the cluster to scale up)" if waiting_s > 0 else ""
-            raise ConfigError(f"cannot place a trial: it asks for {'; '.join(short)}{waited}; lower "
-                              "--gpus-per-trial / --cpus-per-trial or add nodes")
-        if not warned:
-            print(f"warning: a trial asks for {'; '.join(short)}; waiting up to {waiting_s:g} s "
-                  "(--pending-timeout) for the cluster to scale up", file=sys.stderr, flush=True)
-            warned = True
-        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+    try:
+        while True:
+            if _wait_for_resources(spec, asked, names, deadline, waiting_s, requested):
+                return
+            if not requested:
+                bundle = {key: amount for key, amount in asked.items() if amount > 0}
+                request_resources(bundles=[bundle] * max(1, min(trials, spec.max_concurrent)))
+                requested = True
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        if requested:
+            request_resources(bundles=[])
+
+
+def _wait_for_resources(spec: SweepSpec, asked: Mapping[str, float], names: Mapping[str, str], deadline: float,
+                        waiting_s: float, warned: bool) -> bool:
+    """True when a live node fits one trial; otherwise False after warning once (unless ``warned``), or,
+    past ``deadline``, the refusal (``ConfigError``)."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(all(node.get(key, 0.0) >= amount for key, amount in asked.items()) for node in nodes):
+        return True  # one trial fits on some node (a trial runs on one node)
+    largest = {key: max((node.get(key, 0.0) for node in nodes), default=0.0) for key in asked}
+    short = [f"{amount:g} {names[key]} per trial, and the Ray cluster has {largest[key]:g} on its largest node"
+             for key, amount in asked.items() if amount > largest[key]]
+    short = short or [f"{spec.gpus_per_trial:g} GPU(s) and {spec.cpus_per_trial:g} CPU(s) per trial, and no "
+                      "Ray node has both"]
+    if time.monotonic() >= deadline:
+        waited = f" (waited {waiting_s:g} s for the cluster to scale up)" if waiting_s > 0 else ""
+        raise ConfigError(f"cannot place a trial: it asks for {'; '.join(short)}{waited}; lower "
+                          "--gpus-per-trial / --cpus-per-trial or add nodes")
+    if not warned:
+        print(f"warning: a trial asks for {'; '.join(short)}; asked the autoscaler for it and waiting up to "
+              f"{waiting_s:g} s (--pending-timeout) for the cluster to scale up", file=sys.stderr, flush=True)
+    return False
 
 
 def trial_cache_dir(bases: Mapping[str, Mapping[str, Any]]) -> Callable[[], str]:
@@ -458,17 +635,16 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     from ray import tune
 
     options = options or SweepOptions()
+    resolve_paths(spec)  # every trial finds the folders the driver was given, from its own working directory
     validate_spec(spec)
     tracking_uri = tracking.check_tracking_uri(options.tracking_uri, create=True)
-    storage = Path(options.storage_path or "ray_results").resolve()
+    storage = Path(options.storage_path or "ray_results").expanduser().resolve()
     methods = list(spec.methods)
     bases = {}
     for method in methods:
+        # folders are absolute (resolve_paths); no cache_dir given: each trial takes its node's default
+        # ($SNNCONV_CACHE of the node, not of this driver's shell; see trial_cache_dir)
         base = method_base(spec, method).to_dict()
-        # a given folder must be absolute for every worker to reach it; none given: each trial takes its
-        # node's default ($SNNCONV_CACHE of the node, not of this driver's shell; see trial_cache_dir)
-        if base["cache_dir"]:
-            base["cache_dir"] = str(Path(base["cache_dir"]).resolve())
         base["seed"] = spec.seed
         bases[method] = base
     param_space = build_param_space(spec, methods)
@@ -479,7 +655,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         ray_clock = time.perf_counter()
         _start_ray(options)
         ray_seconds = time.perf_counter() - ray_clock
-        check_resources(spec, options.pending_timeout if options.address else 0.0)
+        check_resources(spec, options.pending_timeout if options.address else 0.0, total)
         store.result()
     cache_dir = trial_cache_dir(bases)  # asked now, answered while the parent run is made
 
@@ -528,7 +704,12 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     status = "KILLED"  # until Tune says every trial has an outcome
     timings = {"start": time.perf_counter() - clock, "ray": ray_seconds}
     clock = time.perf_counter()
+    stage1_facts: list[dict[str, Any]] = []
     try:
+        # the shared stage-1 networks first, in parallel: no trial then waits on one holding its GPU share
+        stage1_facts = train_stage1_first(spec, stage1_plan(spec, bases), tracker)
+        timings["stage1"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         if options.resume is not None and tune.Tuner.can_restore(str(storage_dir)):
             tuner = tune.Tuner.restore(str(storage_dir), trainable, resume_unfinished=True, resume_errored=False)
         else:
@@ -567,6 +748,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     tracking.end_sweep(tracker, status)
     timings["finish"] = time.perf_counter() - clock
     outcome.timings = timings
+    outcome.stage1 = stage1_facts
     outcome.status = status
     outcome.total = total
     return outcome
@@ -707,11 +889,13 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
                 setattr(spec, name, getattr(args, name))
         if args.data_dir:
             spec.trial.setdefault("data", {})["data_dir"] = args.data_dir
+        resolve_paths(spec)
         validate_spec(spec)
         options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage_path=args.storage_path,
                                resume=args.resume, num_cpus=args.num_cpus, pending_timeout=args.pending_timeout)
         if options.resume is not None:
-            _latest_sweep_dir(Path(options.storage_path or "ray_results").resolve(), options.resume or spec.name)
+            _latest_sweep_dir(Path(options.storage_path or "ray_results").expanduser().resolve(),
+                              options.resume or spec.name)
         outcome = run_sweep(spec, options)  # checks the tracking URI, then the resources, before any trial
     except (ConfigError, tracking.TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -38,6 +38,8 @@ OBJECTIVES = {"latency": "t_op", "energy": "energy_op_mj", "omega": "omega"}
 #: the split every choice is made on (Optuna, the Pareto tags, the summary); "test" biases the fronts
 SELECT_ON = ("val", "test")
 SPACE_TYPES = ("choice", "uniform", "loguniform", "per_layer", "sorted_uniform")
+#: the sweep-file keys of ASHA's former unit (reports), refused with a pointer to grace_fraction
+LEGACY_ASHA_KEYS = ("grace_period", "max_t")
 
 
 @dataclass
@@ -67,9 +69,10 @@ class SweepSpec:
     #: times a trial whose worker process died (OOM killer, preempted node) is retried (Tune's
     #: FailureConfig); a trial whose own code raised is not retried: it would fail the same way
     max_failures: int = 1
-    #: ASHA: first rung (in reported iterations) and the most iterations a trial reports
-    grace_period: int = 2
-    max_t: int = 100
+    #: ASHA: the fraction (0-1) of a trial's scheduled stage (rnl's stage 2, qcfs's fine-tune) done when it is
+    #: first compared with the others; later rungs at 2x, 4x ... that, up to the whole stage. Both methods
+    #: count progress in this fraction, and a trial is never stopped at the end of its stage, before its result
+    grace_fraction: float = 0.25
     #: the base trial config (nested, as TrialConfig)
     trial: dict[str, Any] = field(default_factory=dict)
     #: method -> nested TrialConfig values that differ for that method (e.g. the paper's stage-1 recipe)
@@ -92,7 +95,12 @@ def load_spec(preset: str | None = None, config_file: str | None = None, presets
             known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
             raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known) or '(none found)'}")
         data = load_yaml(path)
+    legacy = sorted(set(data or {}) & set(LEGACY_ASHA_KEYS))
+    if legacy:
+        raise ConfigError(f"{', '.join(legacy)}: ASHA no longer counts reports; it compares trials by the fraction "
+                          "of their stage 2 / fine-tune done: use grace_fraction (0-1, e.g. 0.25) instead")
     spec = _from_dict(SweepSpec, data)
+    resolve_paths(spec)
     if validate:
         validate_spec(spec)
     return spec
@@ -110,7 +118,10 @@ def validate_spec(spec: SweepSpec) -> None:
     if spec.search == "optuna" and spec.objective == "omega" and len(spec.methods) > 1:
         raise ConfigError("objective: omega cannot rank rnl and qcfs trials together (rnl's Ω is on Rate Norm "
                           "activations, qcfs's on a/λ); use --objective latency or energy, or sweep one --method")
-    for name in ("num_samples", "max_concurrent", "cpus_per_trial", "grace_period", "max_t"):
+    if not 0 < spec.grace_fraction < 1:
+        raise ConfigError(f"grace_fraction: must be between 0 and 1 (a fraction of a trial's stage 2 or fine-tune), "
+                          f"got {spec.grace_fraction!r}")
+    for name in ("num_samples", "max_concurrent", "cpus_per_trial"):
         if not getattr(spec, name) > 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(spec, name)!r}")
     if spec.gpus_per_trial < 0:
@@ -127,7 +138,7 @@ def validate_spec(spec: SweepSpec) -> None:
         for key, entry in entries.items():
             path = f"space.{method}.{key}"
             _validate_entry(path, entry, spec.search)
-            values = _drawable_values(entry, base.model, spec.search)
+            values = drawable_values(entry, base.model, spec.search)
             apply_overrides(base, {key: values[0]})  # the key must name a real config field
             for value in values:  # every value the search can draw
                 try:
@@ -144,6 +155,22 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+#: trial-config keys that hold a folder (section, key): made absolute at the driver by :func:`resolve_paths`
+PATH_KEYS = (("data", "data_dir"), (None, "cache_dir"))
+
+
+def resolve_paths(spec: SweepSpec, cwd: str | Path | None = None) -> None:
+    """Make every folder of the sweep's trial config absolute, ``~`` expanded, relative ones against ``cwd``
+    (default: this process's working directory), in ``trial`` and in each method's ``overrides``. Ray Tune
+    runs each trial in a working directory of its own, so a relative folder would be looked for there."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    for section in [spec.trial, *(spec.overrides or {}).values()]:
+        for group, key in PATH_KEYS:
+            holder = section if group is None else (section or {}).get(group)
+            if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
+                holder[key] = str((base / Path(holder[key]).expanduser()).resolve())
 
 
 def method_base(spec: SweepSpec, method: str):
@@ -168,7 +195,7 @@ def _validate_entry(path: str, entry: Any, search: str) -> None:
         raise ConfigError(f"{path}: --search grid needs a 'grid: [...]' list of values for this {kind} entry")
 
 
-def _drawable_values(entry: Mapping[str, Any], model: str, search: str) -> list[Any]:
+def drawable_values(entry: Mapping[str, Any], model: str, search: str) -> list[Any]:
     """Every value of a choice (or grid) the search can draw, and the bounds of a range, as the
     config value they become (a per-layer entry: one list per choice, the same L in every layer)."""
     kind = entry["type"]

@@ -63,7 +63,7 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 #: the contract's trial params and metrics; a loaded frame always has these columns (NaN if absent)
 TRIAL_PARAMS = ("method", "model", "dataset", "lam", "lr", "sharescale", "scale_init", "levels",
-                "levels_profile", "seed", "stage1_key", "latency_tolerance")
+                "levels_profile", "seed", "stage1_key", "latency_tolerance", "device", "gpu_name")
 TRIAL_METRICS = ("val_ann_acc", "ann_acc", "val_snn_acc", "snn_acc", "t_op", "val_acc_op", "acc_op",
                  "energy_op_mj", "converged", "omega", "t_eff", "synops", "energy_mj", "equiv_max_abs_err")
 NUMERIC_PARAMS = ("lam", "lr", "scale_init", "latency_tolerance")
@@ -545,6 +545,28 @@ def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, pa
     return run_id
 
 
+def record_pruned(tracker: SweepTracker, trial_id: str, scheduler: str, stage: str, progress: float,
+                  val_acc: float) -> str | None:
+    """Close the run of a trial the scheduler stopped as pruned: KILLED, tags ``pruned`` = "true" and
+    ``stopped`` (who stopped it, where), metrics ``pruned_val_acc`` (its last validation accuracy, percent)
+    and ``pruned_progress`` (the fraction of its scheduled stage done). Returns the run id (None: no run)."""
+    runs = [run for run in trial_runs(tracker, trial_id) if run.info.status == "RUNNING"]
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    metrics = {"pruned_val_acc": val_acc, "pruned_progress": progress}
+    tags = {"pruned": "true", "stopped": f"pruned by {scheduler} at {progress:.0%} of {stage}"}
+    _batch(tracker.client, run_id, tags=tags, metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
+    tracker.client.set_terminated(run_id, "KILLED")
+    return run_id
+
+
+def metric_history(tracker: SweepTracker, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every value of metric ``key`` of the run, by step (the latest value of a step)."""
+    history = sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return sorted({m.step: m.value for m in history}.items())
+
+
 def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Intermediate metrics (e.g. stage-2 validation) at ``step``, at once (see :class:`ProgressLog`)."""
     finite = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -583,6 +605,7 @@ class ProgressLog:
 def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> None:
     """Final metrics, each accuracy curve as a stepped metric (step = t), per-layer tables, the data
     set as the run's dataset input, and the final model as an MLflow PyTorch model (:func:`log_model`).
+    Params: the result's own (``device``, ``gpu_name``: :meth:`TrialResult.params`) and ``extra_params``.
 
     The final metrics are linked to the logged model and to the data set, so MLflow shows them on
     the model's page too.
@@ -592,6 +615,7 @@ def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, ex
 
     client = tracker.client
     data = result.data
+    extra_params = {**result.params(), **extra_params}
     if data is not None:
         client.log_inputs(run_id, datasets=[_dataset_input(result)])
     model_id = _create_model(tracker, run_id, result, extra_params) if result.model is not None else None

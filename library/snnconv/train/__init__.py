@@ -41,11 +41,57 @@ class EpochStats:
 EpochCallback = Callable[[EpochStats], None]
 
 
+class DeviceError(RuntimeError):
+    """The trial cannot run on the device it was given (one line saying why and what to do)."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available (the device Ray assigned), else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def torch_build() -> str:
+    """This torch's version and what it was built for, e.g. ``torch 2.4.1 built for CUDA 12.1``."""
+    if torch.version.cuda:
+        return f"torch {torch.__version__} built for CUDA {torch.version.cuda}"
+    if getattr(torch.version, "hip", None):
+        return f"torch {torch.__version__} built for ROCm {torch.version.hip}"
+    return f"torch {torch.__version__}, a CPU-only build"
+
+
+def check_device(name: str = "auto", gpus_assigned: int = 0) -> torch.device:
+    """The device a trial runs on, refusing to fall back to the CPU behind the scheduler's back.
+
+    ``name`` is the config's ``device`` (auto, cpu, cuda, cuda:N); ``gpus_assigned`` is how many
+    GPUs the scheduler gave the trial (with Ray, ``len(ray.get_gpu_ids())``). Raises
+    :class:`DeviceError` when torch sees no CUDA but a GPU was assigned (``auto`` or ``cuda``) or
+    ``cuda`` was asked for. ``cpu`` is always allowed, GPU or not.
+    """
+    if isinstance(gpus_assigned, bool) or int(gpus_assigned) != gpus_assigned or gpus_assigned < 0:
+        raise ValueError(f"gpus_assigned must be an integer >= 0, got {gpus_assigned!r}")
+    if name == "cpu" or torch.cuda.is_available():
+        return resolve_device(name)
+    build = torch_build()
+    if gpus_assigned > 0 and (name == "auto" or name.startswith("cuda")):
+        gpus = f"{int(gpus_assigned)} GPU{'s' if gpus_assigned != 1 else ''}"
+        raise DeviceError(f"Ray gave this trial {gpus} but torch sees no CUDA ({build}): install a torch build "
+                          "for the node's driver, or set device: cpu")
+    if name.startswith("cuda"):
+        raise DeviceError(f"device: {name} but torch sees no CUDA ({build}): install a torch build for the "
+                          "node's driver, or set device: cpu or auto")
+    return resolve_device(name)
+
+
+def device_gpu_name(device: torch.device) -> str:
+    """The GPU's name (``torch.cuda.get_device_name``) for a CUDA device, ``none`` for any other."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+
+
+def amp_enabled(config: Stage1Config, device: torch.device) -> bool:
+    """Whether training runs under bfloat16 autocast: ``amp`` on CUDA, and on the CPU with ``amp_on_cpu``."""
+    return config.amp and (device.type == "cuda" or (device.type == "cpu" and config.amp_on_cpu))
 
 
 def seed_everything(seed: int) -> None:
@@ -110,8 +156,10 @@ def train_model(
     """Train ``model`` with cross-entropy on ``train_loader``; returns per-epoch stats.
 
     ``params`` restricts what is optimised (default: all parameters); ``epochs`` and ``lr``
-    override the config (used by fine-tuning). Raises :class:`NonFiniteLossError` naming the epoch
-    and batch as soon as the loss is NaN or infinite.
+    override the config (used by fine-tuning). The forward pass runs under bfloat16 autocast where
+    :func:`amp_enabled` says so (QCFS and Rate Norm quantise and clip in float32 all the same).
+    Raises :class:`NonFiniteLossError` naming the epoch and batch as soon as the loss is NaN or
+    infinite.
     """
     epochs = config.epochs if epochs is None else epochs
     lr = config.lr if lr is None else lr
@@ -120,7 +168,7 @@ def train_model(
                                 config.momentum, config.weight_decay)
     scheduler = build_scheduler(optimizer, config, epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    use_amp = config.amp and device.type == "cuda"
+    use_amp = amp_enabled(config, device)
     history: list[EpochStats] = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()

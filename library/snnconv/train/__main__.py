@@ -20,8 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="trial config YAML (overridden by the flags below)")
     parser.add_argument("--model", help="small, vgg11..vgg19, resnet18, resnet34")
     parser.add_argument("--dataset", help="digits, synthetic, cifar10, cifar100, imagenet")
-    parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet")
-    parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
+    parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet (python -m snnconv.data prepare fills it)")
     parser.add_argument("--method", help="activation of stage 1: rnl (Rate Norm) or qcfs")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         config = trial_config_from_yaml(args.config) if args.config else TrialConfig()
         flags = {
             "model": args.model, "data.name": args.dataset, "data.data_dir": args.data_dir,
-            "data.download": True if args.download else None, "method": args.method,
+            "method": args.method,
             "stage1.epochs": args.epochs, "stage1.lr": args.lr, "data.batch_size": args.batch_size,
             "seed": args.seed, "device": args.device, "cache_dir": args.cache_dir,
         }
