@@ -27,6 +27,9 @@ def test_cluster_yaml_passes_rays_schema(name):
     head_commands = " ".join(config["head_start_ray_commands"])
     assert f"cluster/tracking_server.sh start {shared}/.snnconv-secrets" in head_commands
     assert "--dashboard-host=127.0.0.1" in head_commands
+    # issue 23: the tracking store and artifacts on the shared mount, which `ray down` does not delete
+    (server,) = [line for line in config["head_start_ray_commands"] if "tracking_server.sh start" in line]
+    assert server.startswith(f"SNNCONV_MLFLOW_HOME={shared}/mlflow "), server
     worker_commands = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in worker_commands
     for line in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
@@ -60,3 +63,25 @@ def test_a_broken_cluster_yaml_is_refused():
     config["available_node_types"]["gpu_worker"]["max_workers"] = "many"
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(config))
+
+
+#: the claim each paper preset makes in a comment, e.g. "# packs 2 trials per gpu_worker of ray_cluster.yaml"
+PACKING_CLAIM = re.compile(r"^# packs (\d+) trials? per (\w+) of ray_cluster\.yaml", re.MULTILINE)
+
+
+@pytest.mark.parametrize("preset", ["cifar10-vgg16", "cifar10-resnet18", "cifar100-vgg16", "imagenet-resnet34"])
+def test_each_paper_preset_packs_its_node_type_as_its_comment_claims(preset):
+    """Issue 23: a trial runs on one node, so a preset's CPUs and GPU share decide how many trials a node
+    takes. Each paper preset says in a comment how many per which node type of ray_cluster.yaml; that many
+    fit, they use the node's whole GPU (no share idles), and every preset fits some node type."""
+    text = (ROOT / "configs" / f"{preset}.yaml").read_text()
+    spec = yaml.safe_load(text)
+    (claim,) = PACKING_CLAIM.findall(text)
+    count, node_type = int(claim[0]), claim[1]
+    node_types = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())["available_node_types"]
+    resources = node_types[node_type]["resources"]
+    fits = min(resources["CPU"] // spec["cpus_per_trial"], resources["GPU"] // spec["gpus_per_trial"])
+    assert fits == count, f"{preset}: {fits} trials fit a {node_type} {resources}, the comment says {count}"
+    assert count * spec["gpus_per_trial"] == resources["GPU"], f"{preset} leaves part of each GPU idle"
+    assert node_types[node_type]["min_workers"] == 0 and node_types[node_type]["max_workers"] >= 1
+    assert spec["max_concurrent"] >= count  # the sweep runs enough trials at once to fill a node

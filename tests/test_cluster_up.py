@@ -1,7 +1,9 @@
 """Issue 16: the user's cluster commands, for real. ``ray up`` of ``ray_cluster.local.yaml`` against this
 machine over SSH (Debian's openssh-server on 127.0.0.1, a throw-away key, the project's own setup and
 start commands), ``ray job submit`` of a small sweep through the dashboard forwarded by ``ray dashboard``,
-then ``ray down``.
+then ``ray down``. Issue 23, nothing lost on ``ray down``: the tracking store and artifacts are on the shared
+mount, not in the head's HOME, so after ``ray down`` and a second ``ray up`` the first sweep's runs are still
+in the tracking server (the same password) and ``analysis/pareto.py`` reports them; then ``ray down`` again.
 
 What the copy of the cluster file changes, and nothing else: the head is a loopback address with no workers,
 the SSH user is this one (root) with the throw-away key, SSH reaches the test's sshd through a
@@ -18,14 +20,17 @@ every Ray process on this machine.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -87,6 +92,20 @@ def ray_processes() -> list[str]:
     return found
 
 
+def tracked_runs(env: dict[str, str], password: str) -> list[tuple[str, str, str]]:
+    """(role, status, run id) of every run of experiment ``snnconv``, sorted, through the head's authenticated
+    tracking server (MLflow's client, the admin's credentials in its environment)."""
+    runs = subprocess.run(
+        [sys.executable, "-c", "import json; from mlflow import MlflowClient; "
+         "c = MlflowClient('http://127.0.0.1:5000'); e = c.get_experiment_by_name('snnconv'); "
+         "r = c.search_runs([e.experiment_id]); "
+         "print(json.dumps(sorted((x.data.tags.get('snnconv.role'), x.info.status, x.info.run_id) for x in r)))"],
+        env={**env, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password},
+        capture_output=True, text=True, timeout=120)
+    assert runs.returncode == 0, runs.stderr[-3000:]
+    return [tuple(run) for run in json.loads(runs.stdout.strip().splitlines()[-1])]
+
+
 @pytest.mark.timeout(1500)
 def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
     busy = [port for port in (5000, 6379, 8265) if listening(port)]
@@ -119,7 +138,7 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
     cluster.write_text(yaml.safe_dump(config, sort_keys=False).replace("/mnt/nfs", str(shared)))
     sweep_file = tmp_path / "tiny.yaml"
     sweep_file.write_text(yaml.safe_dump(TINY_SWEEP))
-    secrets = shared / ".snnconv-secrets"
+    secrets, store = shared / ".snnconv-secrets", shared / "mlflow"  # store: SNNCONV_MLFLOW_HOME of the head
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("RAY_", "MLFLOW_", "SNNCONV_"))}
     ray = str(BIN / "ray")
@@ -128,6 +147,20 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
     sshd = subprocess.Popen([SSHD, "-D", "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")],
                             start_new_session=True)
     forward, up = None, False
+
+    def ray_down() -> None:
+        """``ray down``, then nothing of the cluster is left running: Ray, the tracking server (its watchdog
+        stops it) and its pid files; the store and the artifacts stay on the shared mount."""
+        nonlocal up
+        down = subprocess.run([ray, "down", "-y", str(cluster)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        up = False
+        assert down.returncode == 0, (down.stdout + down.stderr)[-4000:]
+        assert wait_until(lambda: not ray_processes() and not listening(5000) and not listening(6379), 120), \
+            ray_processes()
+        assert wait_until(lambda: not (store / "server.pid").exists() and not (store / "watchdog.pid").exists(), 30)
+        assert (store / "mlflow.db").is_file() and (store / "auth.db").is_file()
+
     try:
         assert wait_until(lambda: listening(port), 30), (ssh / "sshd.log").read_text()
         started = subprocess.run([ray, "up", "-y", "--no-config-cache", str(cluster)], cwd=ROOT, env=env,
@@ -170,28 +203,39 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
         assert http_status(search) == 401
         basic = base64.b64encode(f"admin:{password}".encode()).decode()
         assert http_status(search, {"Authorization": f"Basic {basic}"}) == 200
-        runs = subprocess.run(
-            [sys.executable, "-c", "from mlflow import MlflowClient; c = MlflowClient('http://127.0.0.1:5000'); "
-             "e = c.get_experiment_by_name('snnconv'); r = c.search_runs([e.experiment_id]); "
-             "print(sorted((x.data.tags.get('snnconv.role'), x.info.status) for x in r))"],
-            env={**env, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password},
-            capture_output=True, text=True, timeout=120)
-        assert runs.stdout.strip() == str(sorted([("sweep", "FINISHED"), ("trial", "FINISHED"),
-                                                  ("trial", "FINISHED")])), runs.stderr[-3000:]
+        first = tracked_runs(env, password)
+        assert [run[:2] for run in first] == [("sweep", "FINISHED"), ("trial", "FINISHED"), ("trial", "FINISHED")]
+        # the store, the users and the artifacts (the sweep's Pareto files) are on the shared mount, private;
+        # nothing in the head's HOME, which `ray down` deletes on a cloud
+        assert (store / "mlflow.db").is_file() and (store / "auth.db").is_file()
+        assert any(path.is_file() for path in (store / "artifacts").rglob("*"))
+        assert stat.S_IMODE(store.stat().st_mode) == 0o700
+        assert not (home / "mlflow").exists() and not list(home.rglob("mlflow.db"))
         # stage 1 went to the cluster's shared folder, not to the head user's default
         assert len(list((shared / "snnconv-cache").glob("*.pt"))) == 1
         assert not (home / ".cache" / "snnconv").exists()
         assert oct((shared / "snnconv-cache").stat().st_mode & 0o7777) == oct(0o2770)
 
-        down = subprocess.run([ray, "down", "-y", str(cluster)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300)
-        up = False
-        assert down.returncode == 0, (down.stdout + down.stderr)[-4000:]
-        # nothing of the cluster is left running: Ray, the tracking server (its watchdog stops it) and its pid file
-        assert wait_until(lambda: not ray_processes() and not listening(5000) and not listening(6379), 120), \
-            ray_processes()
-        assert wait_until(lambda: not (home / "mlflow" / "server.pid").exists()
-                          and not (home / "mlflow" / "watchdog.pid").exists(), 30)
+        ray_down()
+
+        # issue 23: a second cluster on the same shared mount finds every result of the first
+        credentials = (secrets / "mlflow.env").read_text()
+        again = subprocess.run([ray, "up", "-y", "--no-config-cache", str(cluster)], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=900)
+        up = True
+        assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+        assert (secrets / "mlflow.env").read_text() == credentials  # the same admin password
+        assert tracked_runs(env, password) == first
+        report = subprocess.run(
+            [sys.executable, str(ROOT / "analysis" / "pareto.py"), "--tracking-uri", "http://127.0.0.1:5000",
+             "--out", str(tmp_path / "report")], cwd=ROOT,
+            env={**env, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password},
+            capture_output=True, text=True, timeout=300)
+        assert report.returncode == 0, (report.stdout + report.stderr)[-4000:]
+        assert ": 2 trial runs, 2 finished, 0 failed" in report.stdout, report.stdout[-3000:]
+        table = pd.read_csv(tmp_path / "report" / "pareto.csv")
+        assert sorted(table["run_id"]) == [run_id for role, _, run_id in first if role == "trial"]
+        ray_down()
     finally:
         if forward is not None:
             os.killpg(forward.pid, 9)
@@ -199,7 +243,8 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
             subprocess.run([ray, "down", "-y", str(cluster)], cwd=ROOT, env=env, capture_output=True, timeout=300)
         script = home / "snnconv" / "cluster" / "tracking_server.sh"
         if script.exists():
-            subprocess.run([str(script), "stop"], env={**env, "HOME": str(home)}, capture_output=True, timeout=120)
+            subprocess.run([str(script), "stop"], env={**env, "HOME": str(home), "SNNCONV_MLFLOW_HOME": str(store)},
+                           capture_output=True, timeout=120)
         os.killpg(sshd.pid, 15)  # the listener and the sessions it forked
         sshd.wait(30)
         # the setup commands installed the head's copy of the project into this Python: point it back here

@@ -347,11 +347,16 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
             assert metrics["equiv_max_abs_err"] <= 1e-6
             assert metrics["t_op"] == metrics["t_eff"] and metrics["acc_op"] == metrics["snn_acc"]
             assert curve("snn_acc_t") == {} and list(curve("val_if_snn_acc_t")) == list(range(1, 9))
-    # one stage-1 training per key: one per method here
+    # one stage-1 training per key, one per method here, before the trials (issue 23): every trial loads it
+    assert sorted((fact["method"], fact["cache_hit"]) for fact in outcome.stage1) == [("qcfs", False),
+                                                                                      ("rnl", False)]
     for method in ("rnl", "qcfs"):
         keys = {r.data.params["stage1_key"] for r in runs if r.data.params["method"] == method}
         hits = [r.data.metrics["stage1_cache_hit"] for r in runs if r.data.params["method"] == method]
-        assert len(keys) == 1 and sorted(hits) == [0.0, 1.0]
+        assert keys == {fact["key"] for fact in outcome.stage1 if fact["method"] == method} and hits == [1.0, 1.0]
+        epochs = client.get_metric_history(outcome.parent_run_id, f"stage1_{method}_val_acc")
+        assert sorted(m.step for m in epochs) == [1, 2, 3, 4]  # its progress, on the parent run
+        assert max(m.timestamp for m in epochs) <= min(r.info.start_time for r in runs)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     for method in ("rnl", "qcfs"):  # the omega front is taken within each method: one of each is on it
         assert any(r.data.tags["pareto_omega"] == "true" for r in runs if r.data.params["method"] == method)
