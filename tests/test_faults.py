@@ -344,22 +344,22 @@ def test_a_trial_given_a_gpu_that_torch_cannot_see_fails_with_one_clear_error(tm
         "ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)\n"
         "spec = load_spec(config_file='sweep.yaml')\n"
         "run_sweep(spec, SweepOptions(tracking_uri=sys.argv[2], storage_path='ray'))\n")
-    for device, status in (("auto", "FAILED"), ("cpu", "FINISHED")):
-        uri = f"sqlite:///{tmp_path}/{device}.db"
-        trial = {**json.loads(json.dumps(TRIAL)), "device": device}
-        sweep_file(tmp_path, num_samples=1, max_concurrent=1, gpus_per_trial=1, trial=trial)
-        done = subprocess.run([sys.executable, "-c", script, str(ROOT / "library"), uri], cwd=tmp_path, env=ENV,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        _, runs, deleted = sweep_runs(uri, deleted=True)
-        (run,) = runs
-        assert run.info.status == status and not deleted, (device, run.data.tags.get("error"))
-        if status == "FINISHED":
-            assert run.data.params["device"] == "cpu" and run.data.params["gpu_name"] == "none"
-        else:
-            first = run.data.tags["error"].splitlines()[0]
-            assert first.startswith("DeviceError: Ray gave this trial 1 GPU but torch sees no CUDA"), first
-            assert run.data.tags["failure"] == "exception"  # its own code raised: not retried
+    # one sweep, one trial of each method on the node with a GPU: rnl with device auto, qcfs with device cpu
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep_file(tmp_path, methods=["rnl", "qcfs"], num_samples=1, max_concurrent=1, gpus_per_trial=1,
+               trial={**json.loads(json.dumps(TRIAL)), "device": "auto"}, overrides={"qcfs": {"device": "cpu"}})
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT / "library"), uri], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, runs, deleted = sweep_runs(uri, deleted=True)
+    by_method = {run.data.params["method"]: run for run in runs}
+    assert sorted(by_method) == ["qcfs", "rnl"] and not deleted
+    failed, finished = by_method["rnl"], by_method["qcfs"]
+    assert failed.info.status == "FAILED" and finished.info.status == "FINISHED", finished.data.tags.get("error")
+    first = failed.data.tags["error"].splitlines()[0]
+    assert first.startswith("DeviceError: Ray gave this trial 1 GPU but torch sees no CUDA"), first
+    assert failed.data.tags["failure"] == "exception"  # its own code raised: not retried
+    assert finished.data.params["device"] == "cpu" and finished.data.params["gpu_name"] == "none"
 
 
 def _sweep_parents(uri: str) -> list:

@@ -300,6 +300,7 @@ def test_bad_selection_settings_are_refused(tmp_path, capsys):
 # ------------------------------------------------------------------ real sweeps
 
 @pytest.mark.ray
+@pytest.mark.searches  # the short random-search sweep of make test-latest
 def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec = load_spec(config_file=str(write_spec(tmp_path)))
@@ -391,6 +392,7 @@ def tune_results(storage: Path) -> dict[str, list[dict]]:
 
 
 @pytest.mark.ray
+@pytest.mark.searches  # the short Optuna sweep of make test-latest
 def test_optuna_search_with_asha_finishes_trials_and_records_the_pruned(tmp_path, ray_local, capsys):
     """Issue 23's reproduction: ASHA with a first rung early in the stage and 5 stage-2 / fine-tune epochs per
     method (trials report more often than any rung count). Before, ASHA counted reports against max_t and
@@ -450,32 +452,39 @@ def test_asha_settings_of_the_former_unit_are_refused_with_one_line(tmp_path):
             load_spec(config_file=str(write_spec(tmp_path, scheduler="asha", grace_fraction=bad)))
 
 
-#: a grid of 4 rnl trials (2 lambda x 2 scale sharings), as many as the random and Optuna sweeps below
+#: a grid of 4 rnl trials (2 lambda x 2 scale sharings), as many as the random and Optuna sweeps above
 GRID = {"methods": ["rnl"], "space": {"rnl": {
     "rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0, "grid": [0.0, 1.0]},
     "rnl.sharescale": {"type": "choice", "values": [True, False]}}}}
 
 
+#: the short sweep of each search algorithm (marked ``searches``: ``make test-latest`` runs them beside the fast
+#: tier with the newest releases the ranges allow; Optuna 5.1 broke every Optuna sweep while the fast tier passed)
+SHORT_SWEEPS = {"random": "test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key",
+                "optuna": "test_optuna_search_with_asha_finishes_trials_and_records_the_pruned",
+                "grid": "test_a_short_grid_sweep_runs_every_point_once"}
+
+
+def test_every_search_algorithm_has_a_short_sweep_that_make_test_latest_runs():
+    assert set(SHORT_SWEEPS) == set(SEARCHES)
+    for name in SHORT_SWEEPS.values():
+        assert globals()[name].pytestmark and "searches" in {mark.name for mark in globals()[name].pytestmark}
+
+
 @pytest.mark.ray
 @pytest.mark.searches
-@pytest.mark.parametrize("search", SEARCHES)
-def test_a_short_sweep_finishes_with_each_search_algorithm(tmp_path, ray_local, search):
-    """Issue 22: one short sweep per search algorithm, every trial FINISHED in MLflow with its operating
-    point. ``make test-latest`` runs these beside the fast tier with the newest releases the ranges allow
-    (Optuna 5.1 broke every Optuna sweep while the fast tier passed)."""
+def test_a_short_grid_sweep_runs_every_point_once(tmp_path, ray_local):
+    """Issue 22: the short grid sweep (see :data:`SHORT_SWEEPS`): every point of the grid once, each trial
+    FINISHED in MLflow with its operating point."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    changes = {"search": search} | (GRID if search == "grid" else {})
-    spec = load_spec(config_file=str(write_spec(tmp_path, **changes)))
+    spec = load_spec(config_file=str(write_spec(tmp_path, search="grid", **GRID)))
     outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
     client, runs = children(uri, outcome.parent_run_id)
     assert outcome.status == "FINISHED" and client.get_run(outcome.parent_run_id).info.status == "FINISHED"
     assert outcome.total == 4 and len(runs) == 4 and {run.info.status for run in runs} == {"FINISHED"}
     assert all(math.isfinite(run.data.metrics["val_acc_op"]) and run.data.metrics["t_op"] > 0 for run in runs)
-    if search == "grid":  # every point of the grid, each once
-        assert sorted((float(run.data.params["lam"]), run.data.params["sharescale"]) for run in runs) == [
-            (0.0, "False"), (0.0, "True"), (1.0, "False"), (1.0, "True")]
-    else:
-        assert sorted(run.data.params["method"] for run in runs) == ["qcfs", "qcfs", "rnl", "rnl"]
+    assert sorted((float(run.data.params["lam"]), run.data.params["sharescale"]) for run in runs) == [
+        (0.0, "False"), (0.0, "True"), (1.0, "False"), (1.0, "True")]
 
 
 def test_folders_are_made_absolute_at_the_driver(tmp_path, monkeypatch):
