@@ -1,5 +1,5 @@
 """Helpers for the tests that start servers on 127.0.0.1 (MLflow, Ray, sshd): a free port, an HTTP
-status without raising, and polling until something is true."""
+status without raising, whether a port listens, and polling until something is true."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), 2).close()
+        return True
+    except OSError:
+        return False
 
 
 def http_status(url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> int:

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.servers import free_port, http_status, wait_until
+from tests.servers import free_port, http_status, listening, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,14 +69,6 @@ TINY_SWEEP = {
               "rnl": {"epochs": 1, "inspect_interval": 5, "t_max": 8}},
     "space": {"rnl": {"rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0}}},
 }
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 2).close()
-        return True
-    except OSError:
-        return False
 
 
 def ray_processes() -> list[str]:

@@ -132,6 +132,12 @@ def trial_config(params: Mapping[str, Any], spec: SweepSpec, bases: Mapping[str,
     return apply_overrides(from_dict(bases[params["method"]]), decode_params(params, spec))
 
 
+def _cache_dir_on_this_node(given: str | None) -> str:
+    """The stage-1 cache folder a Ray worker uses: the one the sweep file gave, else this node's own default
+    ($SNNCONV_CACHE as `ray start` saw it on a cluster); absolute. Trials and the stage-1 tasks both use it."""
+    return str(Path(given or default_cache_dir()).resolve())
+
+
 def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict[str, Any]],
                tracker: tracking.SweepTracker, threads: int) -> None:
     import ray
@@ -144,8 +150,7 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     context = tune.get_context()
     trial_id = context.get_trial_id()
     config = trial_config(params, spec, bases)
-    # no folder given: this node's own default ($SNNCONV_CACHE as `ray start` saw it on a cluster)
-    config.cache_dir = str(Path(config.cache_dir or default_cache_dir()).resolve())
+    config.cache_dir = _cache_dir_on_this_node(config.cache_dir)
     if not spec.share_stage1:
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
@@ -355,7 +360,7 @@ def _train_stage1(base: dict[str, Any], method: str, tracker: tracking.SweepTrac
 
     torch.set_num_threads(threads)
     config = from_dict(base)
-    config.cache_dir = str(Path(config.cache_dir or default_cache_dir()).resolve())
+    config.cache_dir = _cache_dir_on_this_node(config.cache_dir)  # where the trials will look for it
     device = check_device(config.device, len(ray.get_gpu_ids()))
     clock = time.perf_counter()
 
