@@ -34,3 +34,22 @@ def digits_config(tmp_path) -> TrialConfig:
         "model": "small", "data.name": "digits", "stage1.epochs": 12, "stage1.lr": 0.05,
         "cache_dir": str(tmp_path / "cache"), "device": "cpu",
     })
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster for the test session (tests/servers.py: PostgresCluster), on a free loopback
+    port; each test makes its own database (``postgres.create_database(name)``). Skipped where PostgreSQL is
+    not installed, unless $SNNCONV_REQUIRE_POSTGRES is set: ``.ci/run`` installs PostgreSQL and sets it, so in
+    CI these tests run or fail, never skip."""
+    import os
+
+    from servers import PostgresCluster, postgres_binaries
+
+    if postgres_binaries() is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("SNNCONV_REQUIRE_POSTGRES"):
+            pytest.fail(message + " and $SNNCONV_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    with PostgresCluster() as cluster:
+        yield cluster
