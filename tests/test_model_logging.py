@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from snnconv import pareto_report, tracking
+from snnconv import pareto_report, tracking, trial_record
 from snnconv.config import TrialConfig, apply_overrides
 from snnconv.data import describe_data, load_data
 from snnconv.export import build_snn, evaluate_snn
@@ -52,7 +52,7 @@ def logged(tmp_path_factory, one_thread) -> Logged:
         config = apply_overrides(TrialConfig(), {**TINY, "method": method, "cache_dir": str(folder / "cache")})
         results[method] = result = run_trial(config)
         start = tracking.start_trial(tracker, f"{method}_0", f"{method}_0", trial_params(config))
-        tracking.log_trial_result(tracker, start.run_id, result, {"levels": result.levels or ""})
+        trial_record.log_trial_result(tracker, start.run_id, result, {"levels": result.levels or ""})
         tracking.end_trial(tracker, start.run_id)
         run_ids[method] = start.run_id
     tracking.end_sweep(tracker)
@@ -160,7 +160,7 @@ def test_register_refuses_a_run_without_a_model_before_writing(logged, tmp_path,
     result = logged.results["qcfs"]
     bare = TrialResult(**{**result.__dict__, "model": None})
     start = tracking.start_trial(tracker, "bare", "qcfs_bare", {"method": "qcfs"})
-    tracking.log_trial_result(tracker, start.run_id, bare, {})
+    trial_record.log_trial_result(tracker, start.run_id, bare, {})
     tracking.end_trial(tracker, start.run_id)
     tracking.end_sweep(tracker)
     out = tmp_path / "report"
@@ -193,7 +193,7 @@ def test_batched_logging_loses_nothing_when_the_run_ends(logged):
             assert len(client.get_metric_history(start.run_id, "test_first_acc")) == 20
             assert client.get_metric_history(start.run_id, "test_second_acc") == []
     progress.flush()
-    tracking.log_trial_result(tracker, start.run_id, result, {"levels": ""})
+    trial_record.log_trial_result(tracker, start.run_id, result, {"levels": ""})
     tracking.end_trial(tracker, start.run_id)
     tracking.end_sweep(tracker)
     client = tracking.client_for(logged.uri)

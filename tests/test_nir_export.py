@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from snnconv import nir_command, nir_export, tracking
+from snnconv import nir_command, nir_export, tracking, trial_record
 from snnconv.config import TrialConfig, apply_overrides
 from snnconv.convert import to_if
 from snnconv.export import load_test_split
@@ -178,11 +178,12 @@ def store(trials, tmp_path_factory):
     for method, trial in trials.items():
         config = apply_overrides(TrialConfig(), {**TINY, "method": method})
         start = tracking.start_trial(tracker, f"{method}_0", f"{method}_0", trial_params(config))
-        tracking.log_trial_result(tracker, start.run_id, trial.result, {})
+        trial_record.log_trial_result(tracker, start.run_id, trial.result, {})
         tracking.end_trial(tracker, start.run_id)
         run_ids[method] = start.run_id
     bare = tracking.start_trial(tracker, "bare", "rnl_bare", {"method": "rnl"})
-    tracking.log_trial_result(tracker, bare.run_id, TrialResult(**{**trials["rnl"].result.__dict__, "model": None}), {})
+    bare_result = TrialResult(**{**trials["rnl"].result.__dict__, "model": None})
+    trial_record.log_trial_result(tracker, bare.run_id, bare_result, {})
     tracking.end_trial(tracker, bare.run_id)
     run_ids["bare"] = bare.run_id
     tracking.end_sweep(tracker)

@@ -14,7 +14,7 @@ import itertools
 import pytest
 import torch
 
-from snnconv import pipeline, tracking
+from snnconv import pipeline, tracking, trial_record
 from snnconv.config import ConfigError, TrialConfig, apply_overrides, load_yaml
 from snnconv.convert import to_if
 from snnconv.data import load_data
@@ -327,19 +327,16 @@ def test_a_trial_records_its_device(one_thread, tmp_path):
     assert result.params() == {"device": "cpu", "gpu_name": "none"}
 
 
-def test_the_device_is_logged_as_params(monkeypatch):
+def test_the_device_is_logged_as_params(tmp_path):
     assert {"device", "gpu_name"} <= set(tracking.TRIAL_PARAMS)
-    logged = {}
-    monkeypatch.setattr(tracking, "_writer_client", lambda uri: object())
-    monkeypatch.setattr(tracking, "_log_lists", lambda client, run_id, metrics, params=(), tags=():
-                        logged.update({param.key: param.value for param in params}))
     result = TrialResult(method="qcfs", ann_acc=90.0, val_ann_acc=90.0, snn_acc=90.0, val_snn_acc=90.0,
                          operating_point=pipeline.OperatingPoint(3.0, 90.0, 90.0, 0.1, True, pipeline.PASCAL_T_EFF),
                          latency_tolerance=1.0, omega=1.0, t_eff=3.0, synops=1.0, energy_mj=0.1,
                          device="cuda", gpu_name="NVIDIA H100 80GB HBM3")
     tracker = tracking.SweepTracker("sqlite:///unused.db", "0", "parent")
-    tracking.log_trial_result(tracker, "run", result, {"stage1_key": "abc", "levels": ""})
-    assert logged == {"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "stage1_key": "abc", "levels": ""}
+    record = trial_record.save_trial_record(result, {"stage1_key": "abc", "levels": ""}, tmp_path, tracker, "run")
+    assert trial_record.read_record(record)["params"] == {
+        "device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "stage1_key": "abc", "levels": ""}
 
 
 def test_the_demo_runs_on_the_cpu():

@@ -19,7 +19,8 @@ LIBRARY = ROOT / "library"
 PACKAGE = "snnconv"
 #: third-party packages only the glue may import: Ray Tune in sweep.py, MLflow in tracking.py
 GLUE_ONLY = ("ray", "mlflow", "optuna")
-GLUE = {"snnconv.sweep", "snnconv.tracking", "snnconv.optuna_sampler"}
+GLUE = {"snnconv.sweep", "snnconv.tracking", "snnconv.optuna_sampler", "snnconv.tracking_retry",
+        "snnconv.trial_record"}
 #: glue that must import its package when it is imported (its job is a subclass of one of that package's
 #: classes, which pickle finds by name) -> the module that may import it, only inside a function
 EAGER_GLUE = {"snnconv.optuna_sampler": "snnconv.sweep"}

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import tracking
+from . import tracking, trial_record
 from .cache_dir import ENV_VAR, default_cache_dir, node_cache_dir
 from .config import ConfigError, activation_names, apply_overrides, from_dict
 from .sweep_spec import (
@@ -42,6 +43,7 @@ from .sweep_spec import (
     trial_params,
     validate_spec,
 )
+from .tracking_retry import DEFAULT_RETRY_S, TrackingUnavailable
 
 __all__ = [
     # the sweep file (snnconv.sweep_spec)
@@ -65,6 +67,8 @@ STATE_FILE = "snnconv_sweep.json"
 SCHEDULED_STAGES = ("stage2", "finetune")
 #: ASHA's time: the fraction (0-1) of the trial's scheduled stage done; 1 only in the final report
 PROGRESS = "stage_progress"
+#: in a trial's final report: 1 when its result could not be logged and waits in its checkpoint
+WAITING = "result_waiting"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,14 +193,6 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     try:
         # a trial Ray gave a GPU that torch cannot see fails here, with one clear error, not on the CPU
         result = run_trial(config, on_progress=on_progress, gpus_assigned=len(ray.get_gpu_ids()))
-        clock = time.perf_counter()
-        progress.flush()
-        tracking.log_trial_result(tracker, run_id, result, {
-            "stage1_key": result.stage1_key, "levels": result.levels if result.levels else "",
-        })
-        tracking_seconds += time.perf_counter() - clock
-        tracking.log_progress(tracker, run_id, {"tracking_seconds": tracking_seconds}, iteration)
-        tracking.end_trial(tracker, run_id, "FINISHED")
     except Exception as error:  # recorded, then re-raised so that Tune marks the trial ERROR
         text = f"{type(error).__name__}: {error}"
         try:
@@ -204,8 +200,28 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         finally:
             tracking.end_trial(tracker, run_id, "FAILED", text + "\n" + traceback.format_exc()[-3000:])
         raise
-    tune.report({**final_report(result.metrics()), "method": result.method, "tracking_seconds": tracking_seconds,
-                 "mlflow_run_id": run_id, "warnings": ", ".join(result.warnings)})
+    report = {**final_report(result.metrics()), "method": result.method, "mlflow_run_id": run_id,
+              "warnings": ", ".join(result.warnings)}
+    with tempfile.TemporaryDirectory(prefix="snnconv-record-") as folder:
+        # the result on this node's disk first, then to MLflow from there (retried up to tracker.retry_s)
+        clock = time.perf_counter()
+        progress.flush()
+        record = trial_record.save_trial_record(
+            result, {"stage1_key": result.stage1_key, "levels": result.levels if result.levels else ""},
+            Path(folder), tracker, run_id, trial_id, progress.unwritten())
+        try:
+            trial_record.log_trial_record(record, tracker.retry_s)
+            tracking_seconds += time.perf_counter() - clock
+            tracking.end_trial(tracker, run_id, "FINISHED",
+                               metrics=[tracking.metric("tracking_seconds", tracking_seconds, iteration)])
+        except TrackingUnavailable as error:
+            # the trial is done: its record goes to the sweep's storage as its Tune checkpoint, and the driver
+            # (or --resume) logs it once the server answers again
+            print(f"trial {trial_id}: its result waits to be logged ({error})", file=sys.stderr, flush=True)
+            tune.report({**report, "tracking_seconds": time.perf_counter() - clock + tracking_seconds,
+                         WAITING: 1.0}, checkpoint=tune.Checkpoint.from_directory(str(record)))
+            return
+    tune.report({**report, "tracking_seconds": tracking_seconds})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +240,9 @@ class SweepOptions:
     verbose: int = 1
     #: joining a cluster (``address``): how long to wait for it to scale up to one trial's resources (s)
     pending_timeout: float = 600.0
+    #: how long one tracking operation may keep failing transiently before a trial keeps its result for
+    #: later (s; ``tracking_retry.py``)
+    tracking_retry_s: float = DEFAULT_RETRY_S
 
 
 @dataclass
@@ -249,6 +268,8 @@ class SweepOutcome:
     status: str = "FINISHED"
     #: how many trials the sweep runs in all (``count_trials``); 0 = unknown
     total: int = 0
+    #: trials that finished but whose results wait to be logged (their records, in the storage folder)
+    waiting: int = 0
 
 
 def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -270,7 +291,8 @@ def _error_text(trial) -> tuple[str, str]:
                                          "SIGKILL", "OutOfMemoryError"))
     if died:
         text = f"the trial's worker process died (after {trial.num_failures} attempt(s)): {text}"
-    return ("worker" if died else "exception"), text
+    # like a dead worker, a trial that could not open its run (the tracking server away) may run again
+    return ("worker" if died or "TrackingUnavailable" in text else "exception"), text
 
 
 def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, Any]],
@@ -288,6 +310,13 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
             runs = tracking.search_children(tracker.client, tracker.experiment_id, tracker.parent_run_id)
             self.done = len({r.data.tags.get("trial_id") for r in runs if r.info.status in ("FINISHED", "FAILED")})
 
+        def _record(self, what: str, write: Callable[[], Any]) -> None:
+            """A write of the driver's; an unreachable server is a warning (the end of the sweep closes the run)."""
+            try:
+                write()
+            except TrackingUnavailable as error:
+                print(f"warning: could not {what}: {error}", file=sys.stderr, flush=True)
+
         def _prefix(self, trial) -> str:
             return f"[{self.done}/{total}] {trial.trial_id} {trial.config.get('method', '?'):4s}"
 
@@ -300,8 +329,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
             self.done += 1
             if r.get("stage") != "done":  # stopped by the scheduler: what it had, not a result
                 progress, val_acc = float(r.get(PROGRESS, 0.0)), float(r.get("val_acc", math.nan))
-                tracking.record_pruned(tracker, trial.trial_id, spec.scheduler, r.get("stage", "start-up"),
-                                       progress, val_acc)
+                self._record("record the pruned trial", lambda: tracking.record_pruned(
+                    tracker, trial.trial_id, spec.scheduler, r.get("stage", "start-up"), progress, val_acc))
                 print(f"{self._prefix(trial)} stopped by {spec.scheduler} at {progress:.0%} of "
                       f"{r.get('stage', 'start-up')}: val_acc {val_acc:6.2f}%  (run KILLED, tag pruned)", flush=True)
                 return
@@ -309,6 +338,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
             settled = "" if r.get("converged", 1.0) else "  (not converged: raise T_max)"
             if r.get("warnings"):
                 settled += f"  warnings: {r['warnings']} (the run's warning.* tags say more)"
+            if r.get(WAITING):
+                settled += "  (its result waits to be logged: the tracking server did not answer)"
             print(f"{self._prefix(trial)} done   "
                   f"val {r.get('val_acc_op', math.nan):6.2f}%  test {r.get('acc_op', math.nan):6.2f}%  "
                   f"at t_op {r.get('t_op', math.nan):6.2f} {unit:8s}  omega {r.get('omega', math.nan):7.3f}  "
@@ -317,8 +348,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
             kind, text = _error_text(trial)
-            tracking.record_trial_failure(tracker, trial.trial_id, _trial_name(trial),
-                                          _trial_config_params(trial, spec, bases), text, kind)
+            self._record("record the trial's failure", lambda: tracking.record_trial_failure(
+                tracker, trial.trial_id, _trial_name(trial), _trial_config_params(trial, spec, bases), text, kind))
             first = text.splitlines()[0][:160] if text else ""
             print(f"{self._prefix(trial)} FAILED: {first} (recorded in MLflow; the sweep goes on)", flush=True)
 
@@ -667,9 +698,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     if options.resume is not None:
         storage_dir = _latest_sweep_dir(storage, options.resume or spec.name)
         state = json.loads(_state_path(storage_dir).read_text())
-        tracker = tracking.SweepTracker(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
+        tracker = tracking.SweepTracker(state["tracking_uri"], state["experiment_id"], state["parent_run_id"],
+                                        options.tracking_retry_s)
         tracking.reopen_sweep(tracker)
         run_name = storage_dir.name
+        logged, waiting = trial_record.log_waiting_records(storage_dir, tracker.retry_s)
+        if logged or waiting:
+            print(f"{logged} trial result(s) that waited were logged to MLflow"
+                  + (f"; {len(waiting)} still wait" if waiting else ""), flush=True)
     else:
         run_name = f"sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         storage_dir = storage / run_name
@@ -677,7 +713,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
                          "trial": bases, "space": spec.space})
         tracker = tracking.start_sweep(tracking_uri, spec.experiment, run_name, flat,
                                        {"snnconv.preset": spec.name, "snnconv.storage": str(storage_dir),
-                                        tracking.SELECT_ON_TAG: spec.select_on})
+                                        tracking.SELECT_ON_TAG: spec.select_on}, options.tracking_retry_s)
         storage_dir.mkdir(parents=True, exist_ok=True)
         _state_path(storage_dir).write_text(json.dumps(dataclasses.asdict(tracker), indent=2))
 
@@ -739,24 +775,54 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
         if results.num_terminated + results.num_errors >= total:
             status = "FINISHED"
     finally:
-        stopped = tracking.close_unfinished(tracker, "KILLED", "stopped early by the scheduler or an interrupt")
-        if stopped:
-            print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
         restore_sigterm()
-        if status == "KILLED":
-            tracking.end_sweep(tracker, "KILLED")
-            print(f"sweep interrupted: its parent run is KILLED; continue it with --resume {run_name}",
-                  file=sys.stderr, flush=True)
+        waiting = _close_runs(tracker, storage_dir, status, run_name)
     timings["tune"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    outcome = finish_sweep(tracker, storage_dir, spec.select_on)
-    tracking.end_sweep(tracker, status)
+    try:
+        outcome = finish_sweep(tracker, storage_dir, spec.select_on)
+        tracking.end_sweep(tracker, status)
+    except TrackingUnavailable as error:
+        raise ResultsWaiting(storage_dir, run_name, error) from None
     timings["finish"] = time.perf_counter() - clock
     outcome.timings = timings
     outcome.stage1 = stage1_facts
     outcome.status = status
     outcome.total = total
+    outcome.waiting = len(waiting)
     return outcome
+
+
+class ResultsWaiting(RuntimeError):
+    """The sweep ended, but the tracking server did not answer: the finished trials' results that could not
+    be logged wait in the storage folder (their records), and the fronts are not drawn."""
+
+    def __init__(self, storage_dir: Path, run_name: str, error: Exception) -> None:
+        waiting = len(trial_record.waiting_records(storage_dir))
+        super().__init__(f"the tracking server did not answer ({error}); {waiting} trial result(s) wait to be "
+                         f"logged in {storage_dir}: once it answers, --resume {run_name} logs them and draws the "
+                         f"fronts (it runs no finished trial again)")
+
+
+def _close_runs(tracker: tracking.SweepTracker, storage_dir: Path, status: str, run_name: str) -> list[str]:
+    """After Tune: log the results that waited (the server may be back), mark the runs still RUNNING KILLED
+    (but those whose results still wait), and the parent KILLED when the sweep was interrupted. Returns the
+    run ids whose results still wait. An unreachable server raises :class:`ResultsWaiting`."""
+    try:
+        logged, waiting = trial_record.log_waiting_records(storage_dir, tracker.retry_s)
+        if logged:
+            print(f"{logged} trial result(s) that waited were logged to MLflow", flush=True)
+        stopped = tracking.close_unfinished(tracker, "KILLED", "stopped early by the scheduler or an interrupt",
+                                            keep=waiting)
+        if stopped:
+            print(f"{stopped} trial run(s) stopped before finishing were marked KILLED in MLflow")
+        if status == "KILLED":
+            tracking.end_sweep(tracker, "KILLED")
+            print(f"sweep interrupted: its parent run is KILLED; continue it with --resume {run_name}",
+                  file=sys.stderr, flush=True)
+    except TrackingUnavailable as error:
+        raise ResultsWaiting(storage_dir, run_name, error) from None
+    return waiting
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -827,6 +893,9 @@ def print_summary(outcome: SweepOutcome) -> None:
     print(f"\n{finished} of {planned} trials finished; Pareto fronts: {outcome.report_dir}")
     if outcome.status != "FINISHED":
         print(f"the sweep was interrupted: {planned - len(table)} trial(s) never started; --resume runs what is left")
+    if outcome.waiting:
+        print(f"{outcome.waiting} finished trial result(s) wait to be logged (kept in {outcome.storage_dir}): "
+              f"--resume {outcome.storage_dir.name} logs them")
     if unsettled:
         print(f"{unsettled} trial(s) did not converge within T_max (their acc(t) still moves in its second half): "
               f"raise t_max for them")
@@ -883,6 +952,9 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
     parser.add_argument("--pending-timeout", type=float, default=600.0,
                         help="with --address: seconds to wait for the cluster to offer one trial's CPUs/GPUs "
                              "(default 600)")
+    parser.add_argument("--tracking-retry-s", type=float, default=DEFAULT_RETRY_S,
+                        help="seconds a tracking call may keep failing (server busy or away) before a trial keeps "
+                             f"its result to be logged by --resume (default {DEFAULT_RETRY_S:.0f})")
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.preset, args.config, presets_dir, validate=False)
@@ -896,8 +968,11 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
             spec.trial.setdefault("data", {})["data_dir"] = args.data_dir
         resolve_paths(spec)
         validate_spec(spec)
+        if not args.tracking_retry_s >= 0:
+            raise ConfigError(f"--tracking-retry-s must be 0 or more seconds, got {args.tracking_retry_s}")
         options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri, storage_path=args.storage_path,
-                               resume=args.resume, num_cpus=args.num_cpus, pending_timeout=args.pending_timeout)
+                               resume=args.resume, num_cpus=args.num_cpus, pending_timeout=args.pending_timeout,
+                               tracking_retry_s=args.tracking_retry_s)
         if options.resume is not None:
             _latest_sweep_dir(Path(options.storage_path or "ray_results").expanduser().resolve(),
                               options.resume or spec.name)
@@ -905,5 +980,8 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
     except (ConfigError, tracking.TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (ResultsWaiting, TrackingUnavailable) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print_summary(outcome)
     return 0 if outcome.status == "FINISHED" else 130  # interrupted: the shell's code for Ctrl-C

@@ -18,8 +18,7 @@ the ``MLFLOW_TRACKING_URI`` environment variable, which a library should not do 
 
 from __future__ import annotations
 
-import copy
-import importlib.metadata
+import functools
 import json
 import logging
 import math
@@ -35,15 +34,16 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pandas as pd
+
+from .tracking_retry import DEFAULT_RETRY_S, TrackingUnavailable, with_retries
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
     from mlflow.entities import Experiment, Run
 
-    from .pipeline import TrialResult
 
 #: MLflow 3's own default store: ``mlflow.db`` in the current folder (``mlflow ui`` there opens it)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -437,25 +437,54 @@ def _log_lists(client: MlflowClient, run_id: str, metrics: Sequence[Any], params
 
 @dataclass(frozen=True)
 class SweepTracker:
-    """Where a sweep logs: picklable, so Ray ships it to every trial."""
+    """Where a sweep logs: picklable, so Ray ships it to every trial. ``retry_s``: how long one tracking
+    operation may keep failing transiently before it gives up (s; see ``tracking_retry.py``)."""
 
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    retry_s: float = DEFAULT_RETRY_S
 
     @property
     def client(self) -> MlflowClient:
         return _writer_client(self.tracking_uri)
 
 
+Result = TypeVar("Result")
+
+
+def _retried(what: str) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Decorator: the whole function (whose first argument is a :class:`SweepTracker`) is repeated with backoff
+    while the tracking server fails transiently, for at most the tracker's ``retry_s``; then
+    :class:`TrackingUnavailable`. Only functions that may safely run again are decorated (they look before
+    they create, or write what they wrote again), and they call no other decorated function."""
+
+    def decorate(function: Callable[..., Result]) -> Callable[..., Result]:
+        @functools.wraps(function)
+        def retried(tracker: SweepTracker, *args: Any, **kwargs: Any) -> Result:
+            return with_retries(lambda: function(tracker, *args, **kwargs), retry_s=tracker.retry_s, what=what)
+
+        return retried
+
+    return decorate
+
+
 def start_sweep(tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
-                tags: Mapping[str, Any]) -> SweepTracker:
-    """Create the experiment if needed and open the sweep's parent run."""
+                tags: Mapping[str, Any], retry_s: float = DEFAULT_RETRY_S) -> SweepTracker:
+    """Create the experiment if needed and open the sweep's parent run (retried like a trial's calls; a
+    parent a failed attempt did create, found by its ``run_name``, is used rather than a second one)."""
     client = _writer_client(tracking_uri)
-    experiment_id = _experiment_id(client, experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: "sweep", **tags})
-    _batch(client, run.info.run_id, params=params)
-    return SweepTracker(tracking_uri, experiment_id, run.info.run_id)
+
+    def attempt() -> SweepTracker:
+        experiment_id = _experiment_id(client, experiment)
+        found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'sweep' and "
+                                                    f"attributes.run_name = '{run_name}'")
+        run = found[0] if found else client.create_run(experiment_id, run_name=run_name,
+                                                        tags={ROLE_TAG: "sweep", **tags})
+        _batch(client, run.info.run_id, params=params)
+        return SweepTracker(tracking_uri, experiment_id, run.info.run_id, retry_s)
+
+    return with_retries(attempt, retry_s=retry_s, what="open the sweep's parent run")
 
 
 def prepare_store(tracking_uri: str) -> None:
@@ -464,6 +493,7 @@ def prepare_store(tracking_uri: str) -> None:
     _writer_client(tracking_uri).search_experiments(max_results=1)
 
 
+@_retried("reopen the sweep's parent run")
 def reopen_sweep(tracker: SweepTracker) -> None:
     """Mark a resumed sweep's parent run RUNNING again."""
     tracker.client.update_run(tracker.parent_run_id, status="RUNNING")
@@ -486,20 +516,28 @@ class TrialStart:
     error: str = ""
 
 
+def run_status(tracker: SweepTracker, run_id: str) -> str:
+    """The status of run ``run_id`` (RUNNING, FINISHED, FAILED, KILLED), "DELETED" for a deleted run."""
+    run = tracker.client.get_run(run_id)
+    return "DELETED" if run.info.lifecycle_stage == "deleted" else run.info.status
+
+
 def trial_runs(tracker: SweepTracker, trial_id: str) -> list[Run]:
     """The active runs of ``trial_id`` in the sweep (a query for this trial only, not the whole sweep)."""
     query = f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}' and tags.trial_id = '{trial_id}'"
     return tracker.client.search_runs([tracker.experiment_id], query)
 
 
+@_retried("open the trial's run")
 def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
                 tags: Mapping[str, str] | None = None) -> TrialStart:
     """Open the child run of ``trial_id``, unless MLflow already holds its outcome.
 
     MLflow's record is the source of truth: a trial with a FINISHED run is never run again (whatever
     Tune's saved state says after a driver was killed), and one whose own code failed is not rerun.
-    Any other run of the trial (RUNNING or KILLED: left by a dead worker or an interrupted driver) is
-    deleted before the new run opens, so no trial ever has two active runs.
+    Any other run of the trial (RUNNING or KILLED: left by a dead worker, an interrupted driver, or an
+    attempt of this call that failed after the server made the run) is deleted before the new run
+    opens, so no trial ever has two active runs.
     """
     client = tracker.client
     runs = trial_runs(tracker, trial_id)
@@ -519,6 +557,7 @@ def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Map
     return TrialStart(run.info.run_id, "new", {})
 
 
+@_retried("record the trial's failure")
 def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
                          error: str, kind: str = "worker") -> str:
     """Make sure ``trial_id`` has a FAILED run with an ``error`` tag (called by the driver when Tune
@@ -545,6 +584,7 @@ def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, pa
     return run_id
 
 
+@_retried("record the pruned trial")
 def record_pruned(tracker: SweepTracker, trial_id: str, scheduler: str, stage: str, progress: float,
                   val_acc: float) -> str | None:
     """Close the run of a trial the scheduler stopped as pruned: KILLED, tags ``pruned`` = "true" and
@@ -561,12 +601,14 @@ def record_pruned(tracker: SweepTracker, trial_id: str, scheduler: str, stage: s
     return run_id
 
 
+@_retried("read a metric's history")
 def metric_history(tracker: SweepTracker, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) of every value of metric ``key`` of the run, by step (the latest value of a step)."""
     history = sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
     return sorted({m.step: m.value for m in history}.items())
 
 
+@_retried("log progress")
 def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Intermediate metrics (e.g. stage-2 validation) at ``step``, at once (see :class:`ProgressLog`)."""
     finite = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -579,7 +621,12 @@ class ProgressLog:
     writes the previous stage's in one ``log_batch`` call when a new stage begins; :meth:`flush`
     writes what is kept (a trial flushes before its results and before its run ends, also when it
     fails). One call per stage instead of one per epoch: the trial waits on the store a few times,
-    not dozens."""
+    not dozens.
+
+    Progress must not hold training up: a flush makes one attempt (MLflow's client retries within it), and
+    what a transient failure left unwritten is kept for the next flush; :meth:`unwritten` gives it to the
+    trial's record (``trial_record.py``) at the end. Each metric keeps the timestamp it got in :meth:`add`,
+    so a batch sent again after a request the server did carry out is not stored twice."""
 
     def __init__(self, tracker: SweepTracker, run_id: str) -> None:
         self._client, self._run_id = tracker.client, run_id
@@ -596,109 +643,20 @@ class ProgressLog:
         self._metrics += [Metric(k, float(v), now, step) for k, v in metrics.items()
                           if isinstance(v, (int, float)) and math.isfinite(v)]
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Write what is kept; False when the server failed transiently (it stays kept)."""
         if self._metrics:
-            metrics, self._metrics = self._metrics, []
-            _log_lists(self._client, self._run_id, metrics)
+            try:
+                with_retries(lambda: _log_lists(self._client, self._run_id, self._metrics), retry_s=0.0,
+                             what="log progress")
+            except TrackingUnavailable:
+                return False
+            self._metrics = []
+        return True
 
-
-def log_trial_result(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> None:
-    """Final metrics, each accuracy curve as a stepped metric (step = t), per-layer tables, the data
-    set as the run's dataset input, and the final model as an MLflow PyTorch model (:func:`log_model`).
-    Params: the result's own (``device``, ``gpu_name``: :meth:`TrialResult.params`) and ``extra_params``.
-
-    The final metrics are linked to the logged model and to the data set, so MLflow shows them on
-    the model's page too.
-    """
-    import pandas as pd
-    from mlflow.entities import Metric, Param, RunTag
-
-    client = tracker.client
-    data = result.data
-    extra_params = {**result.params(), **extra_params}
-    if data is not None:
-        client.log_inputs(run_id, datasets=[_dataset_input(result)])
-    model_id = _create_model(tracker, run_id, result, extra_params) if result.model is not None else None
-    try:
-        # every metric, param and tag in the fewest log_batch calls
-        now = int(time.time() * 1000)
-        metrics = {k: v for k, v in result.metrics().items() if not math.isnan(v)}  # inf stays: "never reached"
-        linked = [Metric(k, float(v), now, 0, model_id=model_id, dataset_name=data.name if data else None,
-                         dataset_digest=data.digest if data else None) for k, v in metrics.items()]
-        curve = [Metric(name, float(acc), now, t) for name, values in result.curves.items()
-                 for t, acc in enumerate(values, start=1)]
-        params = [Param(k, _text(v)) for k, v in extra_params.items()]
-        tags = [RunTag(f"warning.{name}", _text(text)) for name, text in result.warnings.items()]
-        _log_lists(client, run_id, linked + curve, params, tags)
-        with tempfile.TemporaryDirectory() as folder:  # the tables, in one upload
-            folder_path = Path(folder)
-            if result.layers:
-                pd.DataFrame(result.layers).to_csv(folder_path / "layers.csv", index=False)
-            if result.curves:
-                steps = max(len(values) for values in result.curves.values())
-                table = pd.DataFrame({"t": range(1, steps + 1)})
-                for name, values in result.curves.items():
-                    table[name] = pd.Series(values, dtype=float)
-                table.to_csv(folder_path / "acc_curves.csv", index=False)
-            for name, rows in result.tables.items():
-                if rows:
-                    (folder_path / "tables").mkdir(exist_ok=True)
-                    pd.DataFrame(rows).to_csv(folder_path / "tables" / f"{name}.csv", index=False)
-            if any(folder_path.iterdir()):
-                client.log_artifacts(run_id, str(folder_path))
-        if model_id is not None:
-            _save_model(client, run_id, model_id, result)
-    except BaseException:
-        if model_id is not None:
-            client.finalize_logged_model(model_id, "FAILED")
-        raise
-
-
-def _dataset_input(result: TrialResult) -> Any:
-    """The trial's data set as an MLflow dataset input: name, digest, source (how it was loaded),
-    profile (images per split, ``{"train": n, "val": n, "test": n}``), context ``train+val+test``
-    and schema (images [-1, C, H, W] float32, labels [-1] int64)."""
-    import numpy as np
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.schema import TensorDatasetSchema
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.types import Schema, TensorSpec
-
-    data = result.data
-    assert data is not None
-    source = CodeDatasetSource(tags={key: str(value) for key, value in data.source.items()})
-    schema = None
-    shape = result.model_metadata.get("input_shape")
-    if shape:
-        schema = json.dumps(TensorDatasetSchema(  # {"mlflow_tensorspec": ...}, as mlflow.data's numpy sets
-            features=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape), "images")]),
-            targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "labels")])).to_dict())
-    dataset = Dataset(name=data.name, digest=data.digest, source_type=source._get_source_type(),
-                      source=source.to_json(), schema=schema, profile=json.dumps(data.sizes))
-    return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, "+".join(data.sizes))])
-
-
-def _create_model(tracker: SweepTracker, run_id: str, result: TrialResult, extra_params: Mapping[str, Any]) -> str:
-    """A PENDING LoggedModel named ``model`` in the sweep's experiment, from run ``run_id``, with
-    the run's params; its id."""
-    client = tracker.client
-    params = {**client.get_run(run_id).data.params, **{k: _text(v) for k, v in extra_params.items()}}
-    logged = client.create_logged_model(tracker.experiment_id, name=MODEL_NAME, source_run_id=run_id,
-                                        params=params, model_type=f"snnconv-{result.method}")
-    return logged.model_id
-
-
-def model_requirements() -> list[str]:
-    """The logged models' pip requirements, given so that MLflow infers none (a slow import scan
-    per trial): pinned torch and cloudpickle (``mlflow.pytorch``'s defaults) and snnconv, whose
-    classes the pickled model is made of."""
-    import mlflow.pytorch
-
-    try:
-        snnconv = f"snnconv=={importlib.metadata.version('snnconv')}"
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout without install
-        snnconv = "snnconv"
-    return [*mlflow.pytorch.get_default_pip_requirements(), snnconv]
+    def unwritten(self) -> list[Any]:
+        """The kept metrics (MLflow ``Metric`` entities) no flush has written yet."""
+        return list(self._metrics)
 
 
 class _PickleNoticeFilter(logging.Filter):
@@ -717,57 +675,36 @@ def _quiet_pickle_notice() -> None:
         logger.addFilter(_PickleNoticeFilter())
 
 
-def _save_model(client: MlflowClient, run_id: str, model_id: str, result: TrialResult) -> None:
-    """Write ``result.model`` (a CPU copy, eval mode) in MLflow's PyTorch model format into the
-    LoggedModel ``model_id``, mark it READY and record it as the run's output.
-
-    This is what ``mlflow.pytorch.log_model`` does, through ``client`` (see ``docs/tracking.md``):
-    that function logs wherever MLflow's process-wide tracking URI points and puts the model in the
-    process's active experiment, not in the run's.
-    """
-    import mlflow.pytorch
-    import numpy as np
-    from mlflow.entities import LoggedModelOutput
-    from mlflow.models import Model, ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    assert result.model is not None
-    logged = client.get_logged_model(model_id)
-    model = copy.deepcopy(result.model).cpu().eval()
-    metadata = result.model_metadata
-    example = result.example_input.numpy() if result.example_input is not None else None
-    signature = None
-    if metadata.get("input_shape") and metadata.get("num_classes"):
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *metadata["input_shape"]))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, metadata["num_classes"]))]))
-    _quiet_pickle_notice()
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / MODEL_NAME
-        mlflow.pytorch.save_model(
-            model, str(path), mlflow_model=Model(artifact_path=logged.artifact_location, run_id=run_id,
-                                                 model_uuid=model_id, model_id=model_id),
-            signature=signature, input_example=example, pip_requirements=model_requirements(),
-            metadata=dict(metadata), serialization_format="pickle")
-        client.log_model_artifacts(model_id, str(path))
-    client.finalize_logged_model(model_id, "READY")
-    client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
-
-
-def end_trial(tracker: SweepTracker, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+@_retried("close the trial's run")
+def end_trial(tracker: SweepTracker, run_id: str, status: str = "FINISHED", error: str | None = None,
+              metrics: Sequence[Any] = ()) -> None:
     """Close a child run: FINISHED, or FAILED with the error text as the ``error`` tag (and
-    ``failure`` = ``exception``: the trial's own code raised it)."""
+    ``failure`` = ``exception``: the trial's own code raised it). ``metrics``: MLflow ``Metric`` entities
+    written first (made by the caller, so that a retry sends the same timestamps and stores nothing twice)."""
     client = tracker.client
+    if metrics:
+        _log_lists(client, run_id, metrics)
     if error is not None:
         _batch(client, run_id, tags={"error": error[:5000], FAILURE_TAG: "exception"})
     client.set_terminated(run_id, status)
 
 
-def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str = "") -> int:
-    """End every child run still RUNNING (e.g. stopped by ASHA or an interrupt); returns how many."""
+def metric(key: str, value: float, step: int = 0) -> Any:
+    """An MLflow ``Metric`` stamped now (ms)."""
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), step)
+
+
+@_retried("close the unfinished runs")
+def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str = "",
+                     keep: Iterable[str] = ()) -> int:
+    """End every child run still RUNNING (e.g. stopped by ASHA or an interrupt) but the runs in ``keep``
+    (whose results wait to be logged); returns how many."""
     client = tracker.client
+    keep = set(keep)
     runs = [run for run in search_children(client, tracker.experiment_id, tracker.parent_run_id)
-            if run.info.status == "RUNNING"]
+            if run.info.status == "RUNNING" and run.info.run_id not in keep]
     for run in runs:
         if reason:
             client.set_tag(run.info.run_id, "stopped", reason)
@@ -775,10 +712,12 @@ def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str 
     return len(runs)
 
 
+@_retried("close the sweep's parent run")
 def end_sweep(tracker: SweepTracker, status: str = "FINISHED") -> None:
     tracker.client.set_terminated(tracker.parent_run_id, status)
 
 
+@_retried("tag the runs")
 def set_run_tags(tracker: SweepTracker, tags_by_run: Mapping[str, Mapping[str, str]]) -> None:
     """Set several tags on several runs (one batch per run)."""
     client = tracker.client
@@ -786,7 +725,8 @@ def set_run_tags(tracker: SweepTracker, tags_by_run: Mapping[str, Mapping[str, s
         _batch(client, run_id, tags=tags)
 
 
-def log_artifacts(tracker: SweepTracker, run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
+@_retried("log artifacts")
+def log_artifacts(tracker: SweepTracker, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
     client = tracker.client
     for path in paths:
         client.log_artifact(run_id, str(path), artifact_path)
