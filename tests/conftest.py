@@ -44,7 +44,7 @@ def postgres():
     CI these tests run or fail, never skip."""
     import os
 
-    from servers import PostgresCluster, postgres_binaries
+    from tests.servers import PostgresCluster, postgres_binaries
 
     if postgres_binaries() is None:
         message = "PostgreSQL is not installed (apt-get install postgresql)"

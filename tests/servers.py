@@ -135,8 +135,139 @@ class PostgresCluster:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def create_login(self, user: str, password: str, database: str) -> str:
+        """A role ``user`` that logs in with ``password`` (scram-sha-256: this role alone; ``mlflow`` keeps
+        trust) and owns a new database ``database``; its URL, password included."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=mlflow dbname=postgres",
+                             autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
+            connection.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
+            connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database),
+                                                                              sql.Identifier(user)))
+            hba = self.data / "pg_hba.conf"  # the first matching line counts: this role's goes first
+            hba.write_text(f'host all "{user}" 127.0.0.1/32 scram-sha-256\n' + hba.read_text())
+            connection.execute("SELECT pg_reload_conf()")
+
+        def checked() -> bool:  # the reload is asynchronous: until it is done, a wrong password gets in
+            try:
+                psycopg.connect(f"host=127.0.0.1 port={self.port} user={user} password=wrong dbname={database}",
+                                connect_timeout=5).close()
+                return False
+            except psycopg.OperationalError:
+                return True
+
+        if not wait_until(checked, 30, poll_s=0.1):
+            raise RuntimeError(f"PostgreSQL on port {self.port} did not start checking {user}'s password")
+        return f"postgresql+psycopg://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
     def __enter__(self) -> PostgresCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+#: what a tracking server answers when its database pool is exhausted (MLflow wraps SQLAlchemy's error in a 400)
+POOL_TIMEOUT = {"error_code": "BAD_REQUEST",
+                "message": "(sqlalchemy.exc.TimeoutError) QueuePool limit of size 5 overflow 10 reached, connection "
+                           "timed out, timeout 30.00"}
+
+
+class FlakyProxy:
+    """An HTTP proxy on 127.0.0.1 (a thread of this process) in front of a tracking server on ``upstream_port``,
+    which fails write requests (POST, PUT, PATCH, DELETE) on purpose: after :meth:`fail` ``(count, kinds, every)``
+    every ``every``-th write fails until ``count`` have failed, taking the kinds in turn:
+
+    - ``"pool"``: answered 400 with the pool-timeout error (:data:`POOL_TIMEOUT`), not forwarded;
+    - ``"503"``: answered 503, not forwarded;
+    - ``"lost"``: forwarded (the server carries it out), then answered 503: the client never learns it worked.
+
+    Reads pass. ``failed`` counts the failures given by kind; ``url`` is the proxy's address."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import http.server
+        import threading
+
+        self.upstream = f"http://127.0.0.1:{upstream_port}"
+        self.failed: dict[str, int] = {"pool": 0, "503": 0, "lost": 0}
+        self._plan: list[str] = []
+        self._every, self._writes = 1, 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                kind = proxy._next_failure() if self.command in ("POST", "PUT", "PATCH", "DELETE") else None
+                if kind == "pool":
+                    return self._answer(400, json.dumps(POOL_TIMEOUT).encode(), "application/json")
+                if kind == "503":
+                    return self._answer(503, b"Service Unavailable", "text/plain")
+                status, payload, content_type = proxy._forward(self.command, self.path, self.headers, body)
+                if kind == "lost":
+                    return self._answer(503, b"Service Unavailable", "text/plain")
+                self._answer(status, payload, content_type)
+
+            def _answer(self, status: int, payload: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+        import json
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def fail(self, count: int, kinds: tuple[str, ...] = ("pool", "lost", "503"), every: int = 1) -> None:
+        """Fail every ``every``-th write request from now on (the first one among them), ``count`` in all,
+        the ``kinds`` in turn."""
+        with self._lock:
+            self._plan = [kinds[i % len(kinds)] for i in range(count)]
+            self._every, self._writes = every, 0
+
+    def pending(self) -> int:
+        """How many planned failures have not happened yet."""
+        with self._lock:
+            return len(self._plan)
+
+    def _next_failure(self) -> str | None:
+        with self._lock:
+            self._writes += 1
+            if not self._plan or (self._writes - 1) % self._every:
+                return None
+            kind = self._plan.pop(0)
+            self.failed[kind] += 1
+            return kind
+
+    def _forward(self, method: str, path: str, headers, body: bytes | None) -> tuple[int, bytes, str]:
+        request = urllib.request.Request(self.upstream + path, data=body, method=method)
+        for name in ("Content-Type", "Authorization"):
+            if headers.get(name):
+                request.add_header(name, headers[name])
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), error.headers.get("Content-Type", "")
+        except OSError:  # the server is away: as a gateway answers
+            return 502, b"Bad Gateway", "text/plain"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -18,7 +18,6 @@ the ``MLFLOW_TRACKING_URI`` environment variable, which a library should not do 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -34,11 +33,11 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from .tracking_retry import DEFAULT_RETRY_S, TrackingUnavailable, with_retries
+from .tracking_retry import DEFAULT_RETRY_S, RetryingClient, TrackingUnavailable, with_retries
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -395,9 +394,16 @@ def _writer_client(tracking_uri: str) -> MlflowClient:
 def _experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment ``name``, created if missing, tagged as a model-training experiment
     (``EXPERIMENT_KIND_TAG``) unless it already has a kind (set by a person or by MLflow's UI)."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException as error:  # made meanwhile (another sweep, or this request sent twice)
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
     if EXPERIMENT_KIND_TAG not in experiment.tags:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
@@ -438,7 +444,7 @@ def _log_lists(client: MlflowClient, run_id: str, metrics: Sequence[Any], params
 @dataclass(frozen=True)
 class SweepTracker:
     """Where a sweep logs: picklable, so Ray ships it to every trial. ``retry_s``: how long one tracking
-    operation may keep failing transiently before it gives up (s; see ``tracking_retry.py``)."""
+    call may keep failing transiently before it gives up (s; see ``tracking_retry.py``)."""
 
     tracking_uri: str
     experiment_id: str
@@ -447,44 +453,29 @@ class SweepTracker:
 
     @property
     def client(self) -> MlflowClient:
-        return _writer_client(self.tracking_uri)
-
-
-Result = TypeVar("Result")
-
-
-def _retried(what: str) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """Decorator: the whole function (whose first argument is a :class:`SweepTracker`) is repeated with backoff
-    while the tracking server fails transiently, for at most the tracker's ``retry_s``; then
-    :class:`TrackingUnavailable`. Only functions that may safely run again are decorated (they look before
-    they create, or write what they wrote again), and they call no other decorated function."""
-
-    def decorate(function: Callable[..., Result]) -> Callable[..., Result]:
-        @functools.wraps(function)
-        def retried(tracker: SweepTracker, *args: Any, **kwargs: Any) -> Result:
-            return with_retries(lambda: function(tracker, *args, **kwargs), retry_s=tracker.retry_s, what=what)
-
-        return retried
-
-    return decorate
+        """A client whose every call is retried for up to ``retry_s`` (``tracking_retry.RetryingClient``)."""
+        return RetryingClient(_writer_client(self.tracking_uri), self.retry_s)  # type: ignore[return-value]
 
 
 def start_sweep(tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
                 tags: Mapping[str, Any], retry_s: float = DEFAULT_RETRY_S) -> SweepTracker:
-    """Create the experiment if needed and open the sweep's parent run (retried like a trial's calls; a
-    parent a failed attempt did create, found by its ``run_name``, is used rather than a second one)."""
-    client = _writer_client(tracking_uri)
+    """Create the experiment if needed and open the sweep's parent run (each call retried for up to
+    ``retry_s``; a double of the parent made by a request sent twice is deleted)."""
+    client = RetryingClient(_writer_client(tracking_uri), retry_s)
+    experiment_id = _experiment_id(client, experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: "sweep", **tags})
+    _delete_doubles(client, experiment_id, f"tags.`{ROLE_TAG}` = 'sweep' and attributes.run_name = '{run_name}'",
+                    run.info.run_id)
+    _batch(client, run.info.run_id, params=params)
+    return SweepTracker(tracking_uri, experiment_id, run.info.run_id, retry_s)
 
-    def attempt() -> SweepTracker:
-        experiment_id = _experiment_id(client, experiment)
-        found = client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'sweep' and "
-                                                    f"attributes.run_name = '{run_name}'")
-        run = found[0] if found else client.create_run(experiment_id, run_name=run_name,
-                                                        tags={ROLE_TAG: "sweep", **tags})
-        _batch(client, run.info.run_id, params=params)
-        return SweepTracker(tracking_uri, experiment_id, run.info.run_id, retry_s)
 
-    return with_retries(attempt, retry_s=retry_s, what="open the sweep's parent run")
+def _delete_doubles(client: MlflowClient, experiment_id: str, query: str, keep: str) -> None:
+    """Delete the RUNNING runs ``query`` finds but ``keep``: doubles a create request sent twice made
+    (the server carried out the first, its answer was lost, MLflow's client sent it again)."""
+    for run in client.search_runs([experiment_id], query):
+        if run.info.run_id != keep and run.info.status == "RUNNING":
+            client.delete_run(run.info.run_id)
 
 
 def prepare_store(tracking_uri: str) -> None:
@@ -493,7 +484,6 @@ def prepare_store(tracking_uri: str) -> None:
     _writer_client(tracking_uri).search_experiments(max_results=1)
 
 
-@_retried("reopen the sweep's parent run")
 def reopen_sweep(tracker: SweepTracker) -> None:
     """Mark a resumed sweep's parent run RUNNING again."""
     tracker.client.update_run(tracker.parent_run_id, status="RUNNING")
@@ -524,11 +514,13 @@ def run_status(tracker: SweepTracker, run_id: str) -> str:
 
 def trial_runs(tracker: SweepTracker, trial_id: str) -> list[Run]:
     """The active runs of ``trial_id`` in the sweep (a query for this trial only, not the whole sweep)."""
-    query = f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}' and tags.trial_id = '{trial_id}'"
-    return tracker.client.search_runs([tracker.experiment_id], query)
+    return tracker.client.search_runs([tracker.experiment_id], _trial_query(tracker, trial_id))
 
 
-@_retried("open the trial's run")
+def _trial_query(tracker: SweepTracker, trial_id: str) -> str:
+    return f"tags.`{PARENT_TAG}` = '{tracker.parent_run_id}' and tags.trial_id = '{trial_id}'"
+
+
 def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
                 tags: Mapping[str, str] | None = None) -> TrialStart:
     """Open the child run of ``trial_id``, unless MLflow already holds its outcome.
@@ -553,11 +545,11 @@ def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Map
         tracker.experiment_id, run_name=run_name,
         tags={PARENT_TAG: tracker.parent_run_id, ROLE_TAG: "trial", "trial_id": trial_id, **(tags or {})},
     )
+    _delete_doubles(client, tracker.experiment_id, _trial_query(tracker, trial_id), run.info.run_id)
     _batch(client, run.info.run_id, params=params)
     return TrialStart(run.info.run_id, "new", {})
 
 
-@_retried("record the trial's failure")
 def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
                          error: str, kind: str = "worker") -> str:
     """Make sure ``trial_id`` has a FAILED run with an ``error`` tag (called by the driver when Tune
@@ -584,7 +576,6 @@ def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, pa
     return run_id
 
 
-@_retried("record the pruned trial")
 def record_pruned(tracker: SweepTracker, trial_id: str, scheduler: str, stage: str, progress: float,
                   val_acc: float) -> str | None:
     """Close the run of a trial the scheduler stopped as pruned: KILLED, tags ``pruned`` = "true" and
@@ -601,14 +592,12 @@ def record_pruned(tracker: SweepTracker, trial_id: str, scheduler: str, stage: s
     return run_id
 
 
-@_retried("read a metric's history")
 def metric_history(tracker: SweepTracker, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) of every value of metric ``key`` of the run, by step (the latest value of a step)."""
     history = sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
     return sorted({m.step: m.value for m in history}.items())
 
 
-@_retried("log progress")
 def log_progress(tracker: SweepTracker, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Intermediate metrics (e.g. stage-2 validation) at ``step``, at once (see :class:`ProgressLog`)."""
     finite = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -629,7 +618,7 @@ class ProgressLog:
     so a batch sent again after a request the server did carry out is not stored twice."""
 
     def __init__(self, tracker: SweepTracker, run_id: str) -> None:
-        self._client, self._run_id = tracker.client, run_id
+        self._client, self._run_id = _writer_client(tracker.tracking_uri), run_id
         self._stage: str | None = None
         self._metrics: list[Any] = []
 
@@ -675,7 +664,6 @@ def _quiet_pickle_notice() -> None:
         logger.addFilter(_PickleNoticeFilter())
 
 
-@_retried("close the trial's run")
 def end_trial(tracker: SweepTracker, run_id: str, status: str = "FINISHED", error: str | None = None,
               metrics: Sequence[Any] = ()) -> None:
     """Close a child run: FINISHED, or FAILED with the error text as the ``error`` tag (and
@@ -696,7 +684,6 @@ def metric(key: str, value: float, step: int = 0) -> Any:
     return Metric(key, float(value), int(time.time() * 1000), step)
 
 
-@_retried("close the unfinished runs")
 def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str = "",
                      keep: Iterable[str] = ()) -> int:
     """End every child run still RUNNING (e.g. stopped by ASHA or an interrupt) but the runs in ``keep``
@@ -712,12 +699,10 @@ def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str 
     return len(runs)
 
 
-@_retried("close the sweep's parent run")
 def end_sweep(tracker: SweepTracker, status: str = "FINISHED") -> None:
     tracker.client.set_terminated(tracker.parent_run_id, status)
 
 
-@_retried("tag the runs")
 def set_run_tags(tracker: SweepTracker, tags_by_run: Mapping[str, Mapping[str, str]]) -> None:
     """Set several tags on several runs (one batch per run)."""
     client = tracker.client
@@ -725,7 +710,6 @@ def set_run_tags(tracker: SweepTracker, tags_by_run: Mapping[str, Mapping[str, s
         _batch(client, run_id, tags=tags)
 
 
-@_retried("log artifacts")
 def log_artifacts(tracker: SweepTracker, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
     client = tracker.client
     for path in paths:
@@ -764,7 +748,10 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout_s: float = 10.0
     MLflow would send (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, or
     ``MLFLOW_TRACKING_TOKEN``): a server with authentication that refuses them is an error. Any
     other scheme must be one MLflow knows, and its store
-    must answer a one-row query within ``timeout_s`` seconds (MLflow's own retries are not waited for).
+    must answer a one-row query within ``timeout_s`` seconds (MLflow's own retries are not waited for);
+    a database (``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE``, mysql, mssql) must first
+    accept a connection within ``timeout_s`` seconds, else its driver's reason is the error (a refused
+    port, a wrong password, a missing database; the password is shown as ``***``).
     Nothing is created but the folder of a local store when ``create`` is true.
     """
     resolved = resolve_tracking_uri(uri)
@@ -777,6 +764,8 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout_s: float = 10.0
         _check_server(resolved, timeout_s)
         _check_credentials(resolved, timeout_s)
     else:
+        if scheme.split("+", 1)[0] in DATABASE_SCHEMES:
+            _check_database(resolved, scheme, timeout_s)
         _check_other_store(resolved, scheme, timeout_s)
     return resolved
 
@@ -965,6 +954,57 @@ def _check_other_store(uri: str, scheme: str, timeout_s: float) -> None:
     if not finished:
         raise TrackingError(f"the MLflow store at {shown} did not answer within {timeout_s:g} s; check it is "
                             f"running, or pass another --tracking-uri")
+
+
+#: MLflow's database stores but SQLite (``mlflow.store.db.db_types``), reached through SQLAlchemy
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+DATABASE_HINT = "check its host, port, user, password and database name, or pass another --tracking-uri"
+DRIVER_HINT = "for PostgreSQL write postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (psycopg 3)"
+
+
+def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
+    """A database store: SQLAlchemy loads its driver and opens one connection within ``timeout_s``
+    seconds (the driver's connect timeout where it has one: PostgreSQL, MySQL). Unlike MLflow's
+    client, which retries a refused connection for minutes, the first failure is the error."""
+    import re
+
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _hide_password(uri)
+    password = urllib.parse.urlsplit(uri).password
+
+    def connect() -> None:
+        # the drivers with a connect timeout (whole seconds, at least 2)
+        timed = scheme.startswith(("postgresql", "mysql"))
+        arguments = {"connect_timeout": max(2, math.ceil(timeout_s))} if timed else {}
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool, connect_args=arguments)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+
+    try:
+        finished = _call_with_timeout(connect, timeout_s + 1)
+    except NoSuchModuleError:
+        raise TrackingError(f"tracking URI {shown}: SQLAlchemy has no database driver {scheme!r}; "
+                            f"{DRIVER_HINT}") from None
+    except ImportError as error:  # the dialect is known, its driver is not installed
+        raise TrackingError(f"tracking URI {shown}: its database driver is not installed ({error}); "
+                            f"{DRIVER_HINT}") from None
+    except ArgumentError as error:
+        raise TrackingError(f"tracking URI {shown}: not a database URL ({_first_line(str(error))}); "
+                            f"{DRIVER_HINT}") from None
+    except Exception as error:  # the driver's own error: refused, unknown host, wrong password, no database
+        # psycopg: 'connection failed: connection to server at "H", port P failed: FATAL:  <reason>'
+        reason = re.sub(r"^.* failed: (?:FATAL: +)?", "", _first_line(str(getattr(error, "orig", None) or error)))
+        for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
+            reason = reason.replace(secret, "***")
+        reason = reason[:1].lower() + reason[1:] if reason[1:2].islower() else reason
+        raise TrackingError(f"cannot connect to the database {shown}: {reason}; {DATABASE_HINT}") from None
+    if not finished:
+        raise TrackingError(f"the database {shown} did not answer within {timeout_s:g} s; {DATABASE_HINT}")
 
 
 def _call_with_timeout(function: Callable[[], None], timeout_s: float) -> bool:

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -56,8 +56,10 @@ def is_transient(error: BaseException) -> bool:
                           TimeoutError)):
         return True
     if isinstance(error, requests.exceptions.HTTPError):  # an artifact upload's answer
-        response = error.response
-        return response is not None and response.status_code in TRANSIENT_STATUSES
+        status = error.response.status_code if error.response is not None else 0
+        if status in (401, 403, 404):
+            return False
+        return status in TRANSIENT_STATUSES or any(word in str(error) for word in TRANSIENT_WORDS)
     if not isinstance(error, MlflowException):
         return False
     text = str(error)
@@ -95,3 +97,26 @@ def with_retries(operation: Callable[[], T], *, retry_s: float, what: str,
             LOG.warning("tracking: %s failed (%s); attempt %d again in %.1f s", what, first, attempt + 1, pause)
             sleep(pause)
             delay, attempt = delay * 2, attempt + 1
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose every method call is retried by :func:`with_retries` (bound ``retry_s``, s):
+    ``RetryingClient(MlflowClient(uri), 600).log_batch(...)``. Each call is retried on its own, so a long
+    upload that meets a few failures along the way waits a few seconds for each, not ever longer pauses.
+
+    Calls that create something (a run, a logged model) may create it twice when the server carried out a
+    request whose answer was lost and MLflow's client sent it again; their callers look for such doubles
+    after creating and delete them (``tracking.start_trial``, ``trial_record``)."""
+
+    def __init__(self, client: Any, retry_s: float) -> None:
+        self._client, self.retry_s = client, retry_s
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return with_retries(lambda: attribute(*args, **kwargs), retry_s=self.retry_s, what=f"MLflow {name}")
+
+        return call

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import tracking
-from .tracking_retry import TrackingUnavailable, with_retries
+from .tracking_retry import TrackingUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -108,13 +108,11 @@ def record_tracker(record: Mapping[str, Any], retry_s: float) -> tracking.SweepT
 
 
 def log_trial_record(folder: Path, retry_s: float) -> str:
-    """Log the record in ``folder`` to its run (every part only once, see the module's docstring),
-    retried with backoff while the server fails transiently, for at most ``retry_s`` seconds
+    """Log the record in ``folder`` to its run (every part only once, see the module's docstring), each
+    call retried with backoff while the server fails transiently, for at most ``retry_s`` seconds
     (:class:`TrackingUnavailable` after). The run is not closed here. Returns the run id."""
     record = read_record(folder)
-    tracker = record_tracker(record, retry_s)
-    with_retries(lambda: _log_record(tracker, Path(folder), record), retry_s=retry_s,
-                 what=f"log the result of run {record['run_id'][:8]}")
+    _log_record(record_tracker(record, retry_s), Path(folder), record)
     return record["run_id"]
 
 
@@ -177,6 +175,10 @@ def _run_model(client: MlflowClient, tracker: tracking.SweepTracker, run_id: str
     params = {**client.get_run(run_id).data.params, **record["params"]}
     logged = client.create_logged_model(tracker.experiment_id, name=tracking.MODEL_NAME, source_run_id=run_id,
                                         params=params, model_type=record["model_type"])
+    # a double made by a create request sent twice (its first answer lost) goes
+    for model in client.search_logged_models([tracker.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+        if model.model_id != logged.model_id and model.name == tracking.MODEL_NAME:
+            client.delete_logged_model(model.model_id)
     return logged.model_id, False
 
 
