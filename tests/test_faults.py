@@ -316,6 +316,76 @@ def test_tracking_server_down_for_30_s_loses_no_metric(tmp_path):
         kill_group(server)
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_results_that_cannot_be_logged_wait_and_resume_logs_them_once(tmp_path):
+    """The server goes away while two trials train and stays away past --tracking-retry-s: the trials still
+    finish (their records go to the sweep's storage as Tune checkpoints), the sweep ends saying how many
+    results wait (exit 1); with the server back, --resume logs them, runs nothing again, draws the fronts."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    trial = {**TRIAL, "rnl": {**TRIAL["rnl"], "epochs": 4}}
+    sweep_file(tmp_path, num_samples=2, max_concurrent=2, trial=trial)
+    env = {**ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # each call fails at once: ours are the retries
+    server = start_server(tmp_path, port)
+    argv = command(tmp_path, uri, "--tracking-retry-s", "5")
+    process, lines = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True), []
+    try:
+        deadline = time.time() + 300
+        while not (len(sweep_runs(uri)[1]) == 2 if _has_sweep(uri) else False):  # both trials opened their runs
+            assert time.time() < deadline and process.poll() is None, "the trials did not start"
+            time.sleep(0.1)
+        kill_group(server)  # away while both train, for good
+        server.wait(30)
+        code = finish(process, lines)
+        output = "".join(lines)
+        assert code == 1, output[-3000:]
+        assert "2 trial result(s) wait to be logged" in output and "--resume" in output, output[-3000:]
+        assert output.count("its result waits to be logged") == 2, output[-3000:]
+        records = sorted((tmp_path / "ray").rglob("snnconv_record.json"))
+        assert len(records) == 2 and all("checkpoint_" in str(path) for path in records)
+
+        server = start_server(tmp_path, port)  # back, same port and store
+        resumed = subprocess.run(argv + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "2 trial result(s) that waited were logged to MLflow" in resumed.stdout
+        assert " done " not in resumed.stdout  # nothing ran again
+        assert "2 of 2 trials finished" in resumed.stdout
+        parent, runs = sweep_runs(uri)
+        client, _ = store(uri)
+        assert parent.info.status == "FINISHED"
+        assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+        for run in runs:
+            assert {"val_acc_op", "acc_op", "t_op", "energy_op_mj", "omega"} <= set(run.data.metrics)
+            for curve in ("snn_acc_t", "val_snn_acc_t"):  # each point once
+                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, curve))
+                assert steps == list(range(1, 9)), (run.info.run_name, curve, steps)
+            # the progress kept while the server was away (a point per report and the final value at step 0), once
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "stage2_val_acc"))
+            assert len(steps) == len(set(steps)) >= 5 and steps[0] == 0, steps
+            (output_model,) = run.outputs.model_outputs
+            assert client.get_logged_model(output_model.model_id).status == "READY"
+            assert run.data.tags["pareto_latency"] in ("true", "false")
+        # logged once: a second --resume finds nothing waiting
+        again = subprocess.run(argv + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=600)
+        assert again.returncode == 0 and "waited" not in again.stdout, again.stdout[-2000:]
+    finally:
+        kill_group(process)
+        kill_group(server)
+
+
+def _has_sweep(uri: str) -> bool:
+    try:
+        store(uri)
+        sweep_runs(uri)
+        return True
+    except Exception:  # noqa: BLE001 - not there yet
+        return False
+
+
 # ------------------------------------------------------------------ refused before any work
 
 

@@ -394,11 +394,13 @@ def _train_stage1(base: dict[str, Any], method: str, tracker: tracking.SweepTrac
     config.cache_dir = _cache_dir_on_this_node(config.cache_dir)  # where the trials will look for it
     device = check_device(config.device, len(ray.get_gpu_ids()))
     clock = time.perf_counter()
+    progress = tracking.ProgressLog(tracker, tracker.parent_run_id)  # one attempt per epoch: never holds training
 
     def on_epoch(stats) -> None:
-        tracking.log_progress(tracker, tracker.parent_run_id, {
+        progress.add("stage1", {
             f"stage1_{method}_val_acc": stats.val_acc, f"stage1_{method}_train_loss": stats.train_loss,
             f"stage1_{method}_seconds": time.perf_counter() - clock}, stats.epoch)
+        progress.flush()
 
     result = stage1(config, on_epoch=on_epoch, device=device)
     return {"method": method, "key": result.key, "cache_hit": result.cache_hit, "val_acc": result.val_acc,
@@ -448,9 +450,13 @@ def _stage1_progress(tracker: tracking.SweepTracker, epochs: Mapping[str, int],
     """(method, line) for each planned stage 1 with epochs logged since the last call: the latest epoch,
     its validation accuracy and the time left at the pace so far."""
     lines = []
+    once = dataclasses.replace(tracker, retry_s=0.0)  # progress only: no waiting on a busy server
     for method, total in epochs.items():
-        history = tracking.metric_history(tracker, tracker.parent_run_id, f"stage1_{method}_val_acc")
-        seconds = tracking.metric_history(tracker, tracker.parent_run_id, f"stage1_{method}_seconds")
+        try:
+            history = tracking.metric_history(once, tracker.parent_run_id, f"stage1_{method}_val_acc")
+            seconds = tracking.metric_history(once, tracker.parent_run_id, f"stage1_{method}_seconds")
+        except TrackingUnavailable:
+            continue
         if not history or history[-1][0] <= shown[method]:
             continue
         epoch, val_acc = history[-1]
