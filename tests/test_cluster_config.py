@@ -30,6 +30,16 @@ def test_cluster_yaml_passes_rays_schema(name):
     # issue 23: the tracking store and artifacts on the shared mount, which `ray down` does not delete
     (server,) = [line for line in config["head_start_ray_commands"] if "tracking_server.sh start" in line]
     assert server.startswith(f"SNNCONV_MLFLOW_HOME={shared}/mlflow "), server
+    # issue 24: the store on the head's own PostgreSQL by default (Debian's package, on the head only, its default
+    # cluster dropped: it would take port 5432); no other store chosen and no database URL on a command line
+    (postgres,) = [line for line in config["head_setup_commands"] if "postgresql" in line]
+    assert postgres.startswith("ls /usr/lib/postgresql/*/bin/pg_ctl > /dev/null 2>&1 || {"), postgres
+    assert re.search(r"sudo DEBIAN_FRONTEND=noninteractive apt-get .*install -y -qq postgresql && ", postgres)
+    assert 'sudo pg_dropcluster --stop "$(ls /usr/lib/postgresql | sort -V | tail -n 1)" main; }' in postgres
+    assert not any("postgresql" in line for line in config["setup_commands"] + config["worker_setup_commands"])
+    assert "SNNCONV_MLFLOW_STORE" not in server and "://" not in server
+    text = (ROOT / name).read_text()  # the comments say where the data are and how to use a database of yours
+    assert f"{shared}/mlflow/postgres" in text and f"{shared}/.snnconv-secrets/database.env" in text
     worker_commands = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in worker_commands
     for line in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):

@@ -4,17 +4,20 @@ start commands), ``ray job submit`` of a small sweep through the dashboard forwa
 then ``ray down``. Issue 23, nothing lost on ``ray down``: the tracking store and artifacts are on the shared
 mount, not in the head's HOME, so after ``ray down`` and a second ``ray up`` the first sweep's runs are still
 in the tracking server (the same password) and ``analysis/pareto.py`` reports them; then ``ray down`` again.
+Issue 24: the store is the head's PostgreSQL (its data on the shared mount), stopped by ``ray down`` too.
 
 What the copy of the cluster file changes, and nothing else: the head is a loopback address with no workers,
 the SSH user is this one (root) with the throw-away key, SSH reaches the test's sshd through a
 ``ssh_proxy_command`` (Ray's cluster file has no SSH port; the head's name is a random 127.0.0.x so
 that no SSH connection Ray keeps open from an earlier cluster is reused), and the shared mount ``/mnt/nfs`` is a
-temporary folder. The SSH sessions get a temporary HOME whose shell puts this test's Python first,
-so the setup commands install into it (the project is reinstalled from this checkout afterwards).
+temporary folder (one that PostgreSQL's user may pass through). The SSH sessions get a temporary HOME whose
+shell puts this test's Python first, so the setup commands install into it (the project is reinstalled from
+this checkout afterwards).
 
-Needs root, sshd and rsync (``.ci/run`` installs openssh-server and rsync); skipped without them.
-Ray's ports 6379 and 8265 and MLflow's 5000 must be free: ``ray down`` runs ``ray stop``, which stops
-every Ray process on this machine.
+Needs root, sshd and rsync (``.ci/run`` installs openssh-server and rsync; skipped without them) and PostgreSQL
+(``.ci/run`` installs it; else the head's setup command would, with sudo). Ray's ports 6379 and 8265, MLflow's
+5000 and PostgreSQL's 5432 must be free: ``ray down`` runs ``ray stop``, which stops every Ray process on this
+machine.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -99,11 +103,15 @@ def tracked_runs(env: dict[str, str], password: str) -> list[tuple[str, str, str
 
 @pytest.mark.timeout(1500)
 def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
-    busy = [port for port in (5000, 6379, 8265) if listening(port)]
+    busy = [port for port in (5000, 6379, 8265, 5432) if listening(port)]
     if busy:
         pytest.fail(f"ports {busy} are in use on this machine; this test brings up a cluster on them")
-    ssh, home, shared = tmp_path / "ssh", tmp_path / "home", tmp_path / "nfs"
-    for folder in (ssh, home, shared):
+    ssh, home = tmp_path / "ssh", tmp_path / "home"
+    # the shared mount: PostgreSQL runs as postgres (the head's user is root here), which must pass through to its
+    # folder there; pytest's tmp_path is private to root
+    shared = Path(tempfile.mkdtemp(prefix="snnconv-nfs-"))
+    shared.chmod(0o711)
+    for folder in (ssh, home):
         folder.mkdir()
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / name)], check=True)
@@ -147,10 +155,11 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
                               timeout=300)
         up = False
         assert down.returncode == 0, (down.stdout + down.stderr)[-4000:]
-        assert wait_until(lambda: not ray_processes() and not listening(5000) and not listening(6379), 120), \
+        assert wait_until(lambda: not ray_processes() and not any(map(listening, (5000, 6379, 5432))), 120), \
             ray_processes()
-        assert wait_until(lambda: not (store / "server.pid").exists() and not (store / "watchdog.pid").exists(), 30)
-        assert (store / "mlflow.db").is_file() and (store / "auth.db").is_file()
+        assert wait_until(lambda: not any((store / name).exists() for name in ("server.pid", "watchdog.pid",
+                                                                               "postgres.pid")), 30)
+        assert (store / "postgres" / "data" / "PG_VERSION").is_file() and (store / "auth.db").is_file()
 
     try:
         assert wait_until(lambda: listening(port), 30), (ssh / "sshd.log").read_text()
@@ -198,9 +207,10 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
         assert [run[:2] for run in first] == [("sweep", "FINISHED"), ("trial", "FINISHED"), ("trial", "FINISHED")]
         # the store, the users and the artifacts (the sweep's Pareto files) are on the shared mount, private;
         # nothing in the head's HOME, which `ray down` deletes on a cloud
-        assert (store / "mlflow.db").is_file() and (store / "auth.db").is_file()
+        assert (store / "postgres" / "data" / "PG_VERSION").is_file() and (store / "auth.db").is_file()
+        assert not (store / "mlflow.db").exists()
         assert any(path.is_file() for path in (store / "artifacts").rglob("*"))
-        assert stat.S_IMODE(store.stat().st_mode) == 0o700
+        assert stat.S_IMODE(store.stat().st_mode) == 0o710  # root's: group postgres may pass to its own folder
         assert not (home / "mlflow").exists() and not list(home.rglob("mlflow.db"))
         # stage 1 went to the cluster's shared folder, not to the head user's default
         assert len(list((shared / "snnconv-cache").glob("*.pt"))) == 1
@@ -238,6 +248,7 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
                            capture_output=True, timeout=120)
         os.killpg(sshd.pid, 15)  # the listener and the sessions it forked
         sshd.wait(30)
+        shutil.rmtree(shared, ignore_errors=True)
         # the setup commands installed the head's copy of the project into this Python: point it back here
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)],
                        capture_output=True, timeout=600)

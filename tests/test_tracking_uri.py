@@ -217,3 +217,59 @@ def test_a_server_with_authentication_refuses_missing_or_wrong_credentials(tmp_p
         assert tracking.check_tracking_uri(uri, create=True, timeout_s=5.0) == uri
     finally:
         stop_group(process)
+
+
+# ---------------------------------------------------------------------------------------------
+# databases: PostgreSQL (the session's `postgres` fixture, tests/servers.py), issue 24
+
+#: a password no message may show
+SECRET = "pw-secret-9"
+
+
+def test_a_database_nothing_listens_on_is_one_line_at_once():
+    port = free_port()
+    start = time.monotonic()
+    message = check_fails(f"postgresql+psycopg://alice:{SECRET}@{HOST}:{port}/sweeps", True,
+                          f"cannot connect to the database postgresql+psycopg://alice:***@{HOST}:{port}/sweeps: "
+                          "connection refused; check its host, port, user, password and database name")
+    assert SECRET not in message and time.monotonic() - start < 5
+
+
+def test_a_mistyped_database_scheme_or_driver_is_one_line():
+    message = check_fails(f"postgress://alice:{SECRET}@{HOST}:5432/sweeps", True,
+                          f"tracking URI postgress://alice:***@{HOST}:5432/sweeps: unknown scheme 'postgress'")
+    assert "postgresql" in message and SECRET not in message
+    message = check_fails(f"postgresql+psycopgg://alice:{SECRET}@{HOST}:5432/sweeps", True,
+                          f"tracking URI postgresql+psycopgg://alice:***@{HOST}:5432/sweeps: SQLAlchemy has no "
+                          "database driver 'postgresql+psycopgg'; for PostgreSQL write "
+                          "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE")
+    assert SECRET not in message
+
+
+@pytest.mark.slow  # the session's PostgreSQL: a few seconds to start, once
+def test_a_database_refuses_a_wrong_password_or_database_name(postgres):
+    url = postgres.create_login("alice", SECRET, "sweeps")
+    shown = url.replace(SECRET, "***")
+    check_fails(url.replace(SECRET, "wrong"), True,
+                f'cannot connect to the database {shown}: password authentication failed for user "alice"; ')
+    check_fails(url.replace("/sweeps", "/nope"), False,
+                f'cannot connect to the database {shown[:-len("sweeps")]}nope: database "nope" does not exist; ')
+    assert tracking.check_tracking_uri(url, create=True) == url  # MLflow's tables are made in the new database
+    assert tracking.check_tracking_uri(url, create=False) == url
+
+
+@pytest.mark.slow  # three sweep processes (imports: a few seconds each)
+def test_the_sweep_refuses_a_bad_database_in_one_line_before_ray_starts(postgres, tmp_path):
+    url = postgres.create_login("bob", SECRET, "bobs")
+    root = Path(__file__).resolve().parents[1]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "RAY_"))}
+    bad = {url.replace(SECRET, "wrong"): 'password authentication failed for user "bob"',
+           f"postgresql+psycopg://bob:{SECRET}@{HOST}:{free_port()}/bobs": "connection refused",
+           url.replace("postgresql+psycopg", "postgress"): "unknown scheme 'postgress'"}
+    for uri, reason in bad.items():
+        run = subprocess.run([sys.executable, str(root / "sweeps" / "lambda_sweep.py"), "--tracking-uri", uri],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, (uri, run.stderr[-2000:])
+        assert run.stderr.startswith("error: ") and reason in run.stderr, run.stderr
+        assert SECRET not in run.stdout + run.stderr and "***" in run.stderr
+    assert not (tmp_path / "ray_results").exists()

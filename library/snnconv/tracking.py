@@ -986,7 +986,7 @@ def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
             engine.dispose()
 
     try:
-        finished = _call_with_timeout(connect, timeout_s + 1)
+        finished = _call_with_timeout(connect, timeout_s + 1)  # a second more: the driver's timeout says more
     except NoSuchModuleError:
         raise TrackingError(f"tracking URI {shown}: SQLAlchemy has no database driver {scheme!r}; "
                             f"{DRIVER_HINT}") from None
