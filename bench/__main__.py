@@ -6,12 +6,15 @@ printing its evidence header (machine, CPU threads or GPU, versions, date) and i
 table of every target and, for a full run, rewrites the results blocks (between the markers
 ``<!-- bench:results:start -->`` and ``<!-- bench:results:end -->``) from those JSON files: the
 README gets the targets table, ``docs/benchmarks.md`` the full tables (targets, every figure the
-prose quotes, the evidence of each run). So the numbers in both are always the latest run's;
-``tests/test_docs.py`` checks that they equal what the committed JSON files give.
+prose quotes, the evidence of each run), and ``docs/reliability.md`` gets the tracking server's load
+table (``bench_tracking``). So the numbers in all three are always the latest run's;
+``tests/test_docs.py`` and ``tests/test_tracking_load.py`` check that they equal what the committed
+JSON files give.
 
 Benchmarks: ``bench_if`` (IF simulation vs T x ANN and SpikingJelly), ``bench_pascal`` (PASCAL
 exact and spike-level inference vs the QCFS ANN), ``bench_sweep`` (sweep overhead, stage-1 cache),
-``pareto`` (front computation vs Optuna).
+``pareto`` (front computation vs Optuna), ``bench_tracking`` (the MLflow server under a sweep's load,
+SQLite vs PostgreSQL store, and the report on 5,000 runs).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 #: the full tables (targets, figures, evidence); the README holds only the targets
 DOCS = ROOT / "docs" / "benchmarks.md"
-BENCHMARKS = ("bench_if", "bench_pascal", "bench_sweep", "pareto")
+#: the tracking server's load table (``bench_tracking.load_markdown``)
+RELIABILITY = ROOT / "docs" / "reliability.md"
+BENCHMARKS = ("bench_if", "bench_pascal", "bench_sweep", "pareto", "bench_tracking")
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 
 sys.path.insert(0, str(ROOT))
@@ -210,15 +215,30 @@ def update_readme(text: str, path: Path = README) -> bool:
     return True
 
 
+def reliability_block() -> str | None:
+    """The results block of ``docs/reliability.md``: the tracking server's load table from the committed
+    ``bench_tracking.json`` (None when there is none)."""
+    path = result_path("bench_tracking", False)
+    if not path.is_file():
+        return None
+    from bench.bench_tracking import load_markdown
+
+    return load_markdown(json.loads(path.read_text()))
+
+
 def update_docs(columns: list[str], rows: list[list[str]], evidence: list[dict[str, str]],
-                details: list[list[str]], readme: Path = README, docs: Path = DOCS) -> list[Path]:
-    """Rewrite both results blocks: the targets in ``readme``, the full tables in ``docs``. Returns the
-    files whose markers were found (and so were rewritten)."""
+                details: list[list[str]], readme: Path = README, docs: Path = DOCS,
+                reliability: Path = RELIABILITY) -> list[Path]:
+    """Rewrite the results blocks: the targets in ``readme``, the full tables in ``docs``, the load
+    table in ``reliability``. Returns the files whose markers were found (and so were rewritten)."""
     written = []
     if update_readme(targets_markdown(columns, rows), readme):
         written.append(readme)
     if update_readme(markdown(columns, rows, evidence, details, collapsed=False), docs):
         written.append(docs)
+    block = reliability_block()
+    if block is not None and update_readme(block, reliability):
+        written.append(reliability)
     return written
 
 

@@ -307,8 +307,9 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
 
         def setup(self, **info):
             # a resumed sweep counts the trials MLflow already holds an outcome for
-            runs = tracking.search_children(tracker.client, tracker.experiment_id, tracker.parent_run_id)
-            self.done = len({r.data.tags.get("trial_id") for r in runs if r.info.status in ("FINISHED", "FAILED")})
+            runs = tracking.search_children(tracker.client, tracker.experiment_id, tracker.parent_run_id,
+                                            "attributes.status IN ('FINISHED', 'FAILED')")
+            self.done = len({r.data.tags.get("trial_id") for r in runs})
 
         def _record(self, what: str, write: Callable[[], Any]) -> None:
             """A write of the driver's; an unreachable server is a warning (the end of the sweep closes the run)."""
@@ -848,11 +849,14 @@ def finish_sweep(tracker: tracking.SweepTracker, storage_dir: Path, select_on: s
     ``pareto_energy`` and ``pareto_omega`` tags on each child run, CSV + PNGs on the parent run."""
     from . import pareto
 
-    table = tracking.sweep_runs_frame(tracker)
+    # read and written through the tracker's client: each call retried while the server is busy or away
+    table = tracking.trials_frame(tracking.search_children(tracker.client, tracker.experiment_id,
+                                                           tracker.parent_run_id))
     report_dir = storage_dir / "pareto"
     report_dir.mkdir(parents=True, exist_ok=True)
     tags = pareto.front_tags(table, select_on)
-    tracking.set_run_tags(tracker, tags)
+    current = {row["run_id"]: {flag: row.get(f"tag_{flag}") for flag in FRONT_TAGS} for _, row in table.iterrows()}
+    tracking.set_run_tags(tracker, tags, current)  # only the runs whose tags change (a resumed sweep: few)
     for flag in FRONT_TAGS:
         table[flag] = table["run_id"].map(lambda run_id, f=flag: tags.get(run_id, {}).get(f, "false") == "true")
     files = pareto.write_sweep_fronts(table, report_dir, select_on)

@@ -202,12 +202,15 @@ def sweep_runs_frame(sweep: SweepLocation) -> pd.DataFrame:
     return trials_frame(search_children(client_for(sweep.tracking_uri), sweep.experiment_id, sweep.parent_run_id))
 
 
-def search_children(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
-    """Every child run of ``parent_id`` (all pages), oldest first."""
+def search_children(client: MlflowClient, experiment_id: str, parent_id: str, where: str = "") -> list[Run]:
+    """Every child run of ``parent_id`` (all pages of 1,000: a sweep of thousands of trials is read in
+    pieces the server can answer), oldest first; ``where``: a further MLflow filter, e.g.
+    ``attributes.status = 'RUNNING'`` (the server selects: far faster than reading every run)."""
     runs: list[Run] = []
     token = None
+    query = f"tags.`{PARENT_TAG}` = '{parent_id}'" + (f" and {where}" if where else "")
     while True:
-        page = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+        page = client.search_runs([experiment_id], filter_string=query,
                                   order_by=["attributes.start_time ASC"], max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
@@ -247,11 +250,16 @@ def _restore_inf(value: float) -> float:
 
 
 def metric_histories(tracking_uri: str, run_ids: Iterable[str], key: str = "snn_acc_t") -> dict[str, pd.Series]:
-    """``{run_id: Series(value, index=step)}`` of a stepped metric; runs without it are left out."""
+    """``{run_id: Series(value, index=step)}`` of a stepped metric; runs without it are left out. One
+    request per run, 8 at a time (a server answers each in milliseconds; thousands of runs add up)."""
+    import concurrent.futures
+
     client = client_for(tracking_uri)
     curves: dict[str, pd.Series] = {}
-    for run_id in run_ids:
-        history = client.get_metric_history(run_id, key)
+    run_ids = list(run_ids)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        histories = list(pool.map(lambda run_id: client.get_metric_history(run_id, key), run_ids))
+    for run_id, history in zip(run_ids, histories):
         if history:
             points = {m.step: _restore_inf(m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
             curves[run_id] = pd.Series(points, name=key, dtype=float).sort_index()
@@ -690,8 +698,8 @@ def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str 
     (whose results wait to be logged); returns how many."""
     client = tracker.client
     keep = set(keep)
-    runs = [run for run in search_children(client, tracker.experiment_id, tracker.parent_run_id)
-            if run.info.status == "RUNNING" and run.info.run_id not in keep]
+    runs = [run for run in search_children(client, tracker.experiment_id, tracker.parent_run_id,
+                                           "attributes.status = 'RUNNING'") if run.info.run_id not in keep]
     for run in runs:
         if reason:
             client.set_tag(run.info.run_id, "stopped", reason)
@@ -703,11 +711,20 @@ def end_sweep(tracker: SweepTracker, status: str = "FINISHED") -> None:
     tracker.client.set_terminated(tracker.parent_run_id, status)
 
 
-def set_run_tags(tracker: SweepTracker, tags_by_run: Mapping[str, Mapping[str, str]]) -> None:
-    """Set several tags on several runs (one batch per run)."""
+def set_run_tags(tracker: SweepTracker, tags_by_run: Mapping[str, Mapping[str, str]],
+                 current: Mapping[str, Mapping[str, str]] | None = None, threads: int = 8) -> int:
+    """Set several tags on several runs (one batch per run, ``threads`` runs at a time); a run whose
+    ``current`` tags already hold the values is skipped (a resumed sweep of thousands of trials rewrites
+    only the tags that changed). Returns how many runs were written."""
+    import concurrent.futures
+
     client = tracker.client
-    for run_id, tags in tags_by_run.items():
-        _batch(client, run_id, tags=tags)
+    current = current or {}
+    changed = {run_id: tags for run_id, tags in tags_by_run.items()
+               if any(current.get(run_id, {}).get(key) != value for key, value in tags.items())}
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(lambda item: _batch(client, item[0], tags=item[1]), changed.items()))
+    return len(changed)
 
 
 def log_artifacts(tracker: SweepTracker, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
