@@ -563,7 +563,7 @@ def report_table(row: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             [f"acc(t) curves of the fronts' rnl runs ({row['curve_runs']} runs x 2)", f"{row['curves_s']:.1f} s"],
             ["one get_metric_history call", f"{row['history_call_ms']:.0f} ms"],
             [f"--resume: every child run (search_children, {pages})", f"{row['resume_children_s']:.1f} s"],
-            ["the RUNNING child runs only (a status filter; close_unfinished reads every child)",
+            ["the RUNNING child runs only (close_unfinished: a status filter, the server selects)",
              f"{row['running_children_s']:.2f} s"],
             ["--resume: one trial's lookup (trial_runs)", f"{row['trial_lookup_ms']:.0f} ms"],
             [f"--resume: {runs} lookups, one per trial as it starts (summed)", f"{row['all_lookups_s']:.0f} s"]]
