@@ -308,8 +308,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
         def setup(self, **info):
             # a resumed sweep counts the trials MLflow already holds an outcome for
             runs = tracking.search_children(tracker.client, tracker.experiment_id, tracker.parent_run_id,
-                                            "attributes.status IN ('FINISHED', 'FAILED')")
-            self.done = len({r.data.tags.get("trial_id") for r in runs})
+                                            "attributes.status != 'RUNNING'")  # (MLflow has no status IN)
+            self.done = len({r.data.tags.get("trial_id") for r in runs if r.info.status in ("FINISHED", "FAILED")})
 
         def _record(self, what: str, write: Callable[[], Any]) -> None:
             """A write of the driver's; an unreachable server is a warning (the end of the sweep closes the run)."""
