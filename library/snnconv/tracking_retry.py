@@ -3,13 +3,13 @@
 MLflow's client retries some failures itself (HTTP 408, 429 and 5xx, and refused connections: up to
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` times, 7 by default, about 4 minutes). It does not retry what a
 busy server answers when its database pool is exhausted (``400 BAD_REQUEST: QueuePool limit of size 5
-overflow 10 reached, connection timed out``), and once its own retries are spent it raises. Here a whole
-tracking operation (open a trial's run, write its result, close it) is repeated, with exponential
-backoff (1 s, 2 s, 4 s, ... at most 60 s, with jitter), until it succeeds, fails for a reason that is not
-transient (a missing run, a refused password, a bad value: raised at once), or the bound ``retry_s``
-passes: then :class:`TrackingUnavailable` is raised, and the caller keeps what it could not write.
+overflow 10 reached, connection timed out``), and once its own retries are spent it raises. Here each
+MLflow call (:class:`RetryingClient`) is repeated, with exponential backoff (1 s, 2 s, 4 s, ... at most
+60 s, with jitter), until it succeeds, fails for a reason that is not transient (a missing run, a refused
+password, a bad value: raised at once), or the bound ``retry_s`` passes: then :class:`TrackingUnavailable`
+is raised, and the caller keeps what it could not write.
 
-The operations retried are idempotent (see ``trial_record.py`` and ``tracking.start_trial``): repeating
+The writes retried are safe to repeat (see ``trial_record.py`` and ``tracking.start_trial``): repeating
 one after a failure whose request the server did carry out writes nothing twice.
 """
 
