@@ -7,6 +7,7 @@ them out and then answers 503 (the client never learns they worked)."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def test_retries_back_off_until_the_bound_then_give_up():
 
     with pytest.raises(TrackingUnavailable, match="log the result: the tracking server kept failing for 20 s"):
         with_retries(busy, retry_s=20, what="log the result", sleep=lambda s: (pauses.append(s), time.sleep(0)))
-    # 1, 2, 4, 8 s (times 0.5-1 jitter) fit 20 s of pauses; the next would not
+    # pauses of 1, 2, 4, 8, ... s (times a 0.5-1 jitter); this sleep lets no time pass, so the retries end at the
+    # first pause that would end past the 20 s bound: after the 16 s one or the 32 s one
     assert 4 <= len(pauses) <= 6 and len(calls) == len(pauses) + 1
     assert all(pauses[i + 1] > pauses[i] * 0.9 for i in range(len(pauses) - 1)) or len(pauses) < 3
     assert all(0.5 * 2 ** i <= pause <= 2 ** i for i, pause in enumerate(pauses))
@@ -193,7 +195,7 @@ def test_a_server_failing_past_the_bound_leaves_the_record_waiting(flaky_server,
     record.mkdir(parents=True)
     (record / "artifacts").mkdir()
     (record / "artifacts" / "note.txt").write_text("kept")
-    (record / trial_record.RECORD_FILE).write_text(__import__("json").dumps({
+    (record / trial_record.RECORD_FILE).write_text(json.dumps({
         "format": 1, "tracking_uri": proxy.url, "experiment_id": tracker.experiment_id,
         "parent_run_id": tracker.parent_run_id, "run_id": start.run_id, "trial_id": "t1",
         "metrics": [["acc_op", 91.0, 1_700_000_000_000, 0, False]], "params": {"levels": ""}, "tags": {},
