@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from snnconv.config import ConfigError, TrialConfig, apply_overrides, load_yaml
 from snnconv.convert import to_if
 from snnconv.data import load_data
 from snnconv.layers import QCFS, RateNorm
+from snnconv.metrics import wilson_interval
 from snnconv.neurons import IFNeuron
 from snnconv.pascal import quantise_count
 from snnconv.pipeline import TrialResult, build_trial_model, run_trial, stage1_key
@@ -324,7 +326,7 @@ def test_a_trial_records_its_device(one_thread, tmp_path):
         "cache_dir": str(tmp_path / "cache")})
     result = run_trial(config, gpus_assigned=1)  # device: cpu, even with a GPU assigned
     assert (result.device, result.gpu_name) == ("cpu", "none")
-    assert result.params() == {"device": "cpu", "gpu_name": "none"}
+    assert result.params() == {"device": "cpu", "gpu_name": "none", "val_images": "32", "test_images": "32"}
 
 
 def test_the_device_is_logged_as_params(tmp_path):
@@ -344,3 +346,52 @@ def test_the_demo_runs_on_the_cpu():
 
     preset = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     assert preset["trial"]["device"] == "cpu" and preset["gpus_per_trial"] == 0
+
+
+# ------------------------------------------------------------------ how sure an accuracy is
+
+
+@pytest.mark.parametrize("accuracy, images, expected", [
+    (50.0, 100, (40.383, 59.617)),  # the textbook case
+    (0.0, 10, (0.0, 27.753)),  # not empty at 0 %
+    (100.0, 10, (72.247, 100.0)),  # nor at 100 %
+])
+def test_wilson_interval_matches_known_values(accuracy, images, expected):
+    assert wilson_interval(accuracy, images) == pytest.approx(expected, abs=2e-3)
+
+
+@pytest.mark.parametrize("correct, images", [(1, 7), (168, 180), (349, 360), (5000, 10000)])
+def test_wilson_interval_is_where_the_score_test_stops_rejecting(correct, images):
+    """Held-out check: the Wilson interval is the set of true accuracies p0 that a score test at 5 % does not
+    reject, |p - p0| <= z sqrt(p0 (1 - p0) / n); found here by bisection, not by the closed form."""
+    from snnconv.metrics import Z95
+
+    p = correct / images
+
+    def inside(p0: float) -> bool:
+        return abs(p - p0) <= Z95 * math.sqrt(p0 * (1 - p0) / images)
+
+    def edge(outside: float, within: float) -> float:
+        for _ in range(100):
+            middle = (outside + within) / 2
+            outside, within = (outside, middle) if inside(middle) else (middle, within)
+        return within
+
+    low, high = wilson_interval(100.0 * p, images)
+    assert low == pytest.approx(100 * edge(0.0, p), abs=1e-9)
+    assert high == pytest.approx(100 * edge(1.0, p), abs=1e-9)
+
+
+def test_a_result_carries_the_interval_of_each_accuracy():
+    from snnconv.data import DataFacts
+
+    result = TrialResult(method="rnl", ann_acc=97.5, val_ann_acc=95.0, snn_acc=96.0, val_snn_acc=94.0,
+                         operating_point=pipeline.OperatingPoint(12.0, 93.0, 95.5, 0.1, True, "IF time steps"),
+                         latency_tolerance=1.0, omega=1.0, t_eff=12.0, synops=1.0, energy_mj=0.1,
+                         data=DataFacts("digits", {"train": 1257, "val": 180, "test": 360}, "abc"))
+    metrics = result.metrics()
+    for name, accuracy, images in (("val_acc_op", 93.0, 180), ("acc_op", 95.5, 360), ("val_ann_acc", 95.0, 180),
+                                   ("ann_acc", 97.5, 360)):
+        assert (metrics[f"{name}_low"], metrics[f"{name}_high"]) == wilson_interval(accuracy, images)
+    assert set(tracking.INTERVAL_METRICS) <= set(metrics)
+    assert result.params()["val_images"] == "180" and result.params()["test_images"] == "360"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from snnconv.config import ConfigError
+from snnconv.metrics import wilson_interval
 from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep
 from snnconv.sweep_spec import OBJECTIVES, SCHEDULERS, SEARCHES
 
@@ -336,6 +337,12 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
         assert logged.experiment_id == run.info.experiment_id
         (dataset,) = [item.dataset for item in run.inputs.dataset_inputs]
         assert dataset.name == "digits" and json.loads(dataset.profile) == {"train": 1257, "val": 180, "test": 360}
+        # each accuracy's 95 % Wilson interval, from the logged image count of its split
+        assert (params["val_images"], params["test_images"]) == ("180", "360")
+        for name, images in (("val_acc_op", 180), ("acc_op", 360), ("val_ann_acc", 180), ("ann_acc", 360)):
+            low, high = wilson_interval(metrics[name], images)
+            assert (metrics[f"{name}_low"], metrics[f"{name}_high"]) == pytest.approx((low, high), abs=1e-9), name
+            assert metrics[f"{name}_low"] <= metrics[name] <= metrics[f"{name}_high"]
         if params["method"] == "rnl":
             assert {"lam", "sharescale", "scale_init"} <= set(params)
             test_curve, val_curve = curve("snn_acc_t"), curve("val_snn_acc_t")

@@ -185,6 +185,37 @@ def model_omega(model: nn.Module, loader: Iterable, device: torch.device | str |
 
 
 # ---------------------------------------------------------------------------------------------
+# how sure an accuracy is: the Wilson score interval
+
+#: the standard normal quantile of a two-sided 95 % interval
+Z95 = 1.959963984540054
+
+
+def wilson_interval(accuracy: float, images: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95 % by default) of an accuracy measured on ``images`` images, in
+    percent: ``(low, high)``. With p = accuracy / 100 and n = images::
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n)
+        half   = z * sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n)
+
+    Unlike the normal approximation it stays inside [0, 100] and is not empty at 0 % or 100 %.
+    NaN in, or no images: (NaN, NaN).
+
+    >>> [round(v, 2) for v in wilson_interval(50.0, 100)]
+    [40.38, 59.62]
+    >>> [round(v, 2) for v in wilson_interval(100.0, 10)]
+    [72.25, 100.0]
+    """
+    if images <= 0 or not math.isfinite(accuracy):
+        return math.nan, math.nan
+    p, n = accuracy / 100.0, float(images)
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denominator
+    return 100.0 * max(centre - half, 0.0), 100.0 * min(centre + half, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
 # spikes: firing rates, synaptic operations, energy
 
 #: energy of one accumulate (a spike arriving at a synapse: one add), in pJ. Horowitz, "Computing's

@@ -38,7 +38,7 @@ from .data import DataBundle, DataFacts, describe_data, load_data
 from .export import model_metadata
 from .layers import ActivationFactory, RateNorm, activation_factory
 from .levels import levels_from_al, profile_levels
-from .metrics import al_per_layer, ann_macs, energy_mj, model_omega, qcfs_omega, t_eff_table
+from .metrics import al_per_layer, ann_macs, energy_mj, model_omega, qcfs_omega, t_eff_table, wilson_interval
 from .models import activation_layers, build_model
 from .operating_point import PASCAL_T_EFF, OperatingPoint, if_operating_point
 from .pascal import evaluate_pascal
@@ -208,8 +208,25 @@ class TrialResult:
         return self.curves.get("snn_acc_t", [])
 
     def params(self) -> dict[str, str]:
-        """The MLflow params the result itself knows (``device``, ``gpu_name``; those recorded)."""
-        return {name: value for name, value in (("device", self.device), ("gpu_name", self.gpu_name)) if value}
+        """The MLflow params the result itself knows: ``device``, ``gpu_name`` (those recorded), and the image
+        counts of the splits its accuracies were measured on, ``val_images`` and ``test_images``."""
+        params = {name: value for name, value in (("device", self.device), ("gpu_name", self.gpu_name)) if value}
+        if self.data is not None:
+            params.update(val_images=str(self.data.sizes["val"]), test_images=str(self.data.sizes["test"]))
+        return params
+
+    def intervals(self) -> dict[str, float]:
+        """The 95 % Wilson score interval (``metrics.wilson_interval``) of each operating-point and ANN accuracy,
+        from the image counts of its split: ``<metric>_low`` and ``<metric>_high`` (percent) for
+        ``val_acc_op``, ``acc_op``, ``val_ann_acc`` and ``ann_acc``; empty without the data's facts."""
+        if self.data is None:
+            return {}
+        point = self.operating_point
+        values = {}
+        for name, accuracy, split in (("val_acc_op", point.val_acc_op, "val"), ("acc_op", point.acc_op, "test"),
+                                      ("val_ann_acc", self.val_ann_acc, "val"), ("ann_acc", self.ann_acc, "test")):
+            values[f"{name}_low"], values[f"{name}_high"] = wilson_interval(accuracy, self.data.sizes[split])
+        return values
 
     def metrics(self) -> dict[str, float]:
         """The scalar metrics of the tracking contract plus the extras (NaN where undefined)."""
@@ -225,6 +242,7 @@ class TrialResult:
             "stage1_seconds": self.stage1_seconds, "trial_seconds": self.seconds,
             "stage1_cache_hit": float(self.stage1_cache_hit),
         }
+        values.update(self.intervals())
         values.update(self.extra_metrics)
         return {k: float(v) for k, v in values.items()}
 

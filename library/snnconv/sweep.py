@@ -126,7 +126,8 @@ def final_report(metrics: Mapping[str, float]) -> dict[str, Any]:
     """The last ``tune.report`` of a finished trial, from its MLflow metrics (NaN where absent)."""
     values = {key: float(metrics.get(key, math.nan)) for key in REPORT_KEYS if key != "val_acc"}
     values["val_acc"] = float(metrics.get("val_ann_acc", math.nan))  # the final model's (ASHA's metric)
-    for key in ("converged", "ann_acc", "val_ann_acc", "snn_acc", "trial_seconds", "stage1_cache_hit"):
+    for key in ("converged", "ann_acc", "val_ann_acc", "snn_acc", "trial_seconds", "stage1_cache_hit",
+                "val_acc_op_low", "val_acc_op_high", "acc_op_low", "acc_op_high"):
         values[key] = float(metrics.get(key, math.nan))
     return {**values, "stage": "done", PROGRESS: 1.0}
 
@@ -272,6 +273,12 @@ class SweepOutcome:
     waiting: int = 0
 
 
+def _interval(values: Mapping[str, Any], name: str) -> str:
+    """``[low, high]`` of metric ``name``'s 95 % Wilson interval (percent), "" when it is not known."""
+    low, high = float(values.get(f"{name}_low", math.nan)), float(values.get(f"{name}_high", math.nan))
+    return f"[{low:.1f}, {high:.1f}]" if math.isfinite(low) and math.isfinite(high) else ""
+
+
 def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """The MLflow params of a Tune trial, computed in the driver (for a run the trial never opened)."""
     try:
@@ -342,7 +349,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
             if r.get(WAITING):
                 settled += "  (its result waits to be logged: the tracking server did not answer)"
             print(f"{self._prefix(trial)} done   "
-                  f"val {r.get('val_acc_op', math.nan):6.2f}%  test {r.get('acc_op', math.nan):6.2f}%  "
+                  f"val {r.get('val_acc_op', math.nan):6.2f}% {_interval(r, 'val_acc_op')}  "
+                  f"test {r.get('acc_op', math.nan):6.2f}% {_interval(r, 'acc_op')}  "
                   f"at t_op {r.get('t_op', math.nan):6.2f} {unit:8s}  omega {r.get('omega', math.nan):7.3f}  "
                   f"{r.get('trial_seconds', math.nan):5.1f}s{settled}", flush=True)
 
@@ -882,8 +890,11 @@ def print_summary(outcome: SweepOutcome) -> None:
     if len(table):
         table["latency"] = [latency_text(row) or "-" for _, row in table.iterrows()]
         table["converged"] = [converged_text(row) for _, row in table.iterrows()]
-    columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "acc_op", "latency",
-                           "energy_op_mj", "omega", "converged", *FRONT_TAGS) if c in table.columns]
+        for name, column in (("val_acc_op", "val 95% CI"), ("acc_op", "test 95% CI")):
+            table[column] = [_interval(row, name) or "-" for _, row in table.iterrows()]
+    columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "val 95% CI",
+                           "acc_op", "test 95% CI", "latency", "energy_op_mj", "omega", "converged", *FRONT_TAGS)
+               if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
         print()
         if len(table):
@@ -891,7 +902,8 @@ def print_summary(outcome: SweepOutcome) -> None:
             ordered = table.sort_values(["_unfinished", accuracy], ascending=[True, False])[columns]
             print(ordered.to_string(index=False, na_rep="-"))
         print(f"\n(val_acc_op: validation accuracy at the operating point t_op, which chose; acc_op: test "
-              f"accuracy at the same t_op, the result to report{'; CHOSEN ON TEST' if accuracy == 'acc_op' else ''})")
+              f"accuracy at the same t_op, the result to report{'; CHOSEN ON TEST' if accuracy == 'acc_op' else ''}; "
+              f"95% CI: the Wilson score interval of each, from its split's image count)")
         for flag, meaning in FRONT_TAGS.items():
             on_front = table[table[flag]] if flag in table and len(table) else table.iloc[0:0]
             names = ", ".join(f"{row['run_name']} ({row[accuracy]:.1f}% at {row['latency']})"

@@ -62,10 +62,14 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 #: the contract's trial params and metrics; a loaded frame always has these columns (NaN if absent)
 TRIAL_PARAMS = ("method", "model", "dataset", "lam", "lr", "sharescale", "scale_init", "levels",
-                "levels_profile", "seed", "stage1_key", "latency_tolerance", "device", "gpu_name")
+                "levels_profile", "seed", "stage1_key", "latency_tolerance", "device", "gpu_name",
+                "val_images", "test_images")
 TRIAL_METRICS = ("val_ann_acc", "ann_acc", "val_snn_acc", "snn_acc", "t_op", "val_acc_op", "acc_op",
                  "energy_op_mj", "converged", "omega", "t_eff", "synops", "energy_mj", "equiv_max_abs_err")
-NUMERIC_PARAMS = ("lam", "lr", "scale_init", "latency_tolerance")
+NUMERIC_PARAMS = ("lam", "lr", "scale_init", "latency_tolerance", "val_images", "test_images")
+#: each accuracy's 95 % Wilson interval (``TrialResult.intervals``): metrics ``<name>_low``, ``<name>_high``
+INTERVAL_METRICS = tuple(f"{name}_{end}" for name in ("val_acc_op", "acc_op", "val_ann_acc", "ann_acc")
+                         for end in ("low", "high"))
 TRIAL_TAGS = ("trial_id", "error")
 
 
@@ -228,7 +232,7 @@ def trials_frame(runs: Sequence[Run]) -> pd.DataFrame:
             frame[column] = math.nan
     extra = [c for c in frame.columns if c not in base]
     frame = frame[base + sorted(extra)]
-    for column in (*NUMERIC_PARAMS, *TRIAL_METRICS):
+    for column in (*NUMERIC_PARAMS, *TRIAL_METRICS, *(m for m in INTERVAL_METRICS if m in frame)):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 
