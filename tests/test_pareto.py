@@ -524,3 +524,31 @@ def test_legacy_plot(tmp_path):
     assert_png(pareto.plot_front(result, "omega", tmp_path / "omega.png"))
     with pytest.raises(KeyError, match="was not analysed"):
         pareto.plot_front(result, "latency", tmp_path / "latency.png")
+
+
+def test_fronts_draw_each_accuracys_interval_as_an_error_bar():
+    from matplotlib.container import ErrorbarContainer
+
+    from snnconv.metrics import wilson_interval
+
+    table = trial_table()
+    bounds = [wilson_interval(value, 180) for value in table["val_acc_op"]]
+    table["val_acc_op_low"], table["val_acc_op_high"] = zip(*bounds)
+    figure = pareto.new_figure()
+    axes = figure.subplots()
+    pareto.draw_front(axes, table, "val_acc_op", "t_op")
+    bars = [container for container in axes.containers if isinstance(container, ErrorbarContainer)]
+    drawn = {}
+    for container in bars:
+        for segment in container.lines[2][0].get_segments():  # one vertical bar per point: [(x, low), (x, high)]
+            (x, low), (_, high) = segment
+            drawn[round(float(x), 6), round(float(low), 6)] = float(high)
+    finished = table[(table["status"] == "FINISHED") & np.isfinite(table["val_acc_op"]) & np.isfinite(table["t_op"])]
+    assert len(drawn) == len(finished)  # every finished run with both values has its bar, the failed one none
+    for _, row in finished.iterrows():
+        low, high = wilson_interval(row["val_acc_op"], 180)
+        assert drawn[round(row["t_op"], 6), round(low, 6)] == pytest.approx(high)
+    # a sweep logged before the intervals existed: no bars, the same front
+    plain = pareto.new_figure().subplots()
+    pareto.draw_front(plain, trial_table(), "val_acc_op", "t_op")
+    assert not [c for c in plain.containers if isinstance(c, ErrorbarContainer)]

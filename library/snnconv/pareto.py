@@ -775,8 +775,14 @@ def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colo
     members = pareto_mask(values, ["min", "max"])
     methods, hollow = method_names(runs), _unconverged(runs)
     legend = label is None
+    interval = accuracy_interval(runs, accuracy)
     for method in ordered_methods(methods[finite]):
         style = {"colour": colour or method_style(method)[0], "marker": method_style(method)[1]}
+        shown = finite & (methods == method) & (members | show_dominated) & np.isfinite(interval).all(axis=1)
+        if shown.any():  # each accuracy's 95 % interval, as a vertical bar behind its point
+            y = values[shown, 1]
+            axes.errorbar(values[shown, 0], y, yerr=[y - interval[shown, 0], interval[shown, 1] - y], fmt="none",
+                          ecolor=style["colour"], elinewidth=0.8, capsize=2, alpha=0.45, zorder=1)
         dominated = finite & ~members & (methods == method)
         if show_dominated and dominated.any():
             _scatter(axes, values[dominated], hollow=hollow[dominated], label=None, s=20, alpha=0.35, zorder=2,
@@ -798,6 +804,15 @@ def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colo
     if annotate:
         _annotate(axes, runs[members], values[members], with_latency)
         axes.margins(x=0.15, y=0.08)  # room for the labels of the end points
+
+
+def accuracy_interval(runs: pd.DataFrame, accuracy: str) -> np.ndarray:
+    """(n, 2) the 95 % Wilson interval (low, high; percent) of column ``accuracy`` of each run, from its
+    ``<accuracy>_low`` / ``<accuracy>_high`` metrics; NaN where a run has none (logged before they existed)."""
+    columns = [f"{accuracy}_low", f"{accuracy}_high"]
+    if not set(columns) <= set(runs.columns):
+        return np.full((len(runs), 2), np.nan)
+    return np.column_stack([pd.to_numeric(runs[column], errors="coerce").to_numpy(dtype=float) for column in columns])
 
 
 def _annotate(axes: Axes, rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
