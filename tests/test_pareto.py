@@ -448,11 +448,16 @@ def test_front_table_shows_both_accuracies_and_the_latency_kind():
     result = quiet_analyse(trial_table(), select_on="test")
     text = pareto.format_table(pareto.front_table(result.front_runs("latency")))
     lines = text.splitlines()
-    assert lines[0].split() == ["run", "method", "λ", "lr", "levels", "val_acc_op", "acc_op", "latency",
-                                "energy_op_mj", "omega", "converged"]
+    assert lines[0].split() == ["run", "method", "λ", "lr", "levels", "val_acc_op", "val", "95%", "CI", "acc_op",
+                                "test", "95%", "CI", "latency", "energy_op_mj", "omega", "converged"]
     a4 = next(line for line in lines if line.split()[0] == "a4")
     assert "16 IF steps" in a4 and "no: raise T_max" in a4 and " 88 " in a4 and " 91 " in a4
     assert "T_eff 3.2" in next(line for line in lines if line.split()[0] == "q1")
+    # the intervals, where the runs logged them ("-" where not: these did not)
+    table = trial_table()
+    table["val_acc_op_low"], table["val_acc_op_high"] = table["val_acc_op"] - 4.0, table["val_acc_op"] + 3.0
+    shown = pareto.front_table(table)
+    assert list(shown["val 95% CI"])[:2] == ["[86.0, 93.0]", "[81.0, 88.0]"] and set(shown["test 95% CI"]) == {"-"}
     legacy = pareto.format_table(pareto.front_table(legacy_table().iloc[[0, 5]], legacy=True))
     assert legacy.splitlines()[0].split() == ["run", "method", "λ", "lr", "sharescale", "levels", "snn_acc",
                                               "omega", "t_eff"]

@@ -594,8 +594,9 @@ def _front(runs: pd.DataFrame, key: str, name: str, method: str | None, objectiv
 #: columns of the terminal / report front table: (column, heading); "latency" and "converged" are
 #: derived per row (``latency_text``, ``converged_text``)
 TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"), ("levels", "levels"),
-                 ("val_acc_op", "val_acc_op"), ("acc_op", "acc_op"), ("latency", "latency"),
-                 ("energy_op_mj", "energy_op_mj"), ("omega", "omega"), ("converged", "converged"))
+                 ("val_acc_op", "val_acc_op"), ("val_ci", "val 95% CI"), ("acc_op", "acc_op"),
+                 ("test_ci", "test 95% CI"), ("latency", "latency"), ("energy_op_mj", "energy_op_mj"),
+                 ("omega", "omega"), ("converged", "converged"))
 #: the front table of a legacy sweep (no operating point)
 LEGACY_TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"),
                         ("sharescale", "sharescale"), ("levels", "levels"), ("snn_acc", "snn_acc"),
@@ -619,6 +620,13 @@ def latency_text(row: Mapping[str, Any]) -> str:
     if method == "qcfs":
         return f"T_eff {t_op:.3g}"
     return f"t_op {t_op:.3g}"
+
+
+def interval_text(row: Mapping[str, Any], name: str) -> str:
+    """``[low, high]`` of metric ``name``'s 95 % Wilson interval (``<name>_low``, ``<name>_high``; percent),
+    "-" when the run has none."""
+    low, high = as_number(row.get(f"{name}_low")), as_number(row.get(f"{name}_high"))
+    return f"[{low:.1f}, {high:.1f}]" if np.isfinite(low) and np.isfinite(high) else "-"
 
 
 def converged_text(row: Mapping[str, Any]) -> str:
@@ -668,7 +676,9 @@ def parse_levels(text: Any) -> list[int] | None:
 
 def front_table(runs: pd.DataFrame, legacy: bool = False) -> pd.DataFrame:
     """The display table of ``runs`` (``TABLE_COLUMNS``, or ``LEGACY_TABLE_COLUMNS``; missing values empty)."""
-    derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text}
+    derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text,
+               "val_ci": lambda row: interval_text(row, "val_acc_op"),
+               "test_ci": lambda row: interval_text(row, "acc_op")}
     table = {}
     for column, heading in (LEGACY_TABLE_COLUMNS if legacy else TABLE_COLUMNS):
         if not legacy and column in derived:

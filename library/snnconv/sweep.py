@@ -273,12 +273,6 @@ class SweepOutcome:
     waiting: int = 0
 
 
-def _interval(values: Mapping[str, Any], name: str) -> str:
-    """``[low, high]`` of metric ``name``'s 95 % Wilson interval (percent), "" when it is not known."""
-    low, high = float(values.get(f"{name}_low", math.nan)), float(values.get(f"{name}_high", math.nan))
-    return f"[{low:.1f}, {high:.1f}]" if math.isfinite(low) and math.isfinite(high) else ""
-
-
 def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """The MLflow params of a Tune trial, computed in the driver (for a run the trial never opened)."""
     try:
@@ -307,6 +301,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
     """A Tune callback: one line per finished, stopped or failed trial, and a FAILED MLflow run with
     an ``error`` tag for every trial Tune gives up on (however it failed, even before it logged)."""
     from ray import tune
+
+    from .pareto import interval_text
 
     class SweepProgress(tune.Callback):
         def __init__(self) -> None:
@@ -349,8 +345,8 @@ def _sweep_callback(total: int, spec: SweepSpec, bases: Mapping[str, dict[str, A
             if r.get(WAITING):
                 settled += "  (its result waits to be logged: the tracking server did not answer)"
             print(f"{self._prefix(trial)} done   "
-                  f"val {r.get('val_acc_op', math.nan):6.2f}% {_interval(r, 'val_acc_op')}  "
-                  f"test {r.get('acc_op', math.nan):6.2f}% {_interval(r, 'acc_op')}  "
+                  f"val {r.get('val_acc_op', math.nan):6.2f}% {interval_text(r, 'val_acc_op')}  "
+                  f"test {r.get('acc_op', math.nan):6.2f}% {interval_text(r, 'acc_op')}  "
                   f"at t_op {r.get('t_op', math.nan):6.2f} {unit:8s}  omega {r.get('omega', math.nan):7.3f}  "
                   f"{r.get('trial_seconds', math.nan):5.1f}s{settled}", flush=True)
 
@@ -883,7 +879,7 @@ def print_summary(outcome: SweepOutcome) -> None:
     """The trials (best selection accuracy first), the three fronts, and the commands to look further."""
     import pandas as pd
 
-    from .pareto import converged_text, latency_text
+    from .pareto import converged_text, interval_text, latency_text
 
     table = outcome.table.copy()
     accuracy = selection_metric(outcome.select_on)
@@ -891,7 +887,7 @@ def print_summary(outcome: SweepOutcome) -> None:
         table["latency"] = [latency_text(row) or "-" for _, row in table.iterrows()]
         table["converged"] = [converged_text(row) for _, row in table.iterrows()]
         for name, column in (("val_acc_op", "val 95% CI"), ("acc_op", "test 95% CI")):
-            table[column] = [_interval(row, name) or "-" for _, row in table.iterrows()]
+            table[column] = [interval_text(row, name) for _, row in table.iterrows()]
     columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "val 95% CI",
                            "acc_op", "test 95% CI", "latency", "energy_op_mj", "omega", "converged", *FRONT_TAGS)
                if c in table.columns]
