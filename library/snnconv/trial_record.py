@@ -139,7 +139,7 @@ def _log_record(tracker: tracking.SweepTracker, folder: Path, record: Mapping[st
             client.log_inputs(run_id, datasets=[_dataset_entity(record["dataset"])])
     model_id = None
     if record["model_type"] is not None:
-        model_id, ready = _run_model(client, tracker, run_id, record)
+        model_id, ready = _run_model(client, tracker, run, record)
     data = record["dataset"] or {}
     metrics = [Metric(key, value, timestamp, step,
                       model_id=model_id if linked else None,
@@ -161,10 +161,11 @@ def _log_record(tracker: tracking.SweepTracker, folder: Path, record: Mapping[st
             client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
 
 
-def _run_model(client: MlflowClient, tracker: tracking.SweepTracker, run_id: str,
+def _run_model(client: MlflowClient, tracker: tracking.SweepTracker, run: Any,
                record: Mapping[str, Any]) -> tuple[str, bool]:
     """(id, is READY) of the run's logged model named ``model``: an existing one (READY first, else one left
     PENDING or FAILED by an attempt that did not finish), or a new PENDING one with the run's params."""
+    run_id = run.info.run_id
     found = client.search_logged_models([tracker.experiment_id], filter_string=f"source_run_id = '{run_id}'")
     mine = [model for model in found if model.name == tracking.MODEL_NAME]
     for model in mine:
@@ -172,7 +173,7 @@ def _run_model(client: MlflowClient, tracker: tracking.SweepTracker, run_id: str
             return model.model_id, True
     if mine:
         return mine[0].model_id, False
-    params = {**client.get_run(run_id).data.params, **record["params"]}
+    params = {**run.data.params, **record["params"]}
     logged = client.create_logged_model(tracker.experiment_id, name=tracking.MODEL_NAME, source_run_id=run_id,
                                         params=params, model_type=record["model_type"])
     # a double made by a create request sent twice (its first answer lost) goes
