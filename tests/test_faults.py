@@ -375,7 +375,7 @@ def test_results_that_cannot_be_logged_wait_and_resume_logs_them_once(tmp_path):
                                       text=True, start_new_session=True), []
     try:
         deadline = time.time() + 300
-        while not (len(sweep_runs(uri)[1]) == 2 if _has_sweep(uri) else False):  # both trials opened their runs
+        while not _both_training(uri):  # both trials opened their runs and logged their params: they train
             assert time.time() < deadline and process.poll() is None, "the trials did not start"
             time.sleep(0.1)
         kill_group(server)  # away while both train, for good
@@ -419,13 +419,14 @@ def test_results_that_cannot_be_logged_wait_and_resume_logs_them_once(tmp_path):
         kill_group(server)
 
 
-def _has_sweep(uri: str) -> bool:
+def _both_training(uri: str) -> bool:
+    """Both trials are past opening their runs: each run holds its params (the last call before training).
+    A run seen before its params are logged may still be in ``start_trial``, which a dead server fails."""
     try:
-        store(uri)
-        sweep_runs(uri)
-        return True
-    except Exception:  # noqa: BLE001 - not there yet
+        runs = sweep_runs(uri)[1]
+    except Exception:  # noqa: BLE001 - no sweep yet
         return False
+    return len(runs) == 2 and all("method" in run.data.params for run in runs)
 
 
 # ------------------------------------------------------------------ refused before any work
