@@ -375,6 +375,9 @@ def test_evaluate_pascal_over_a_loader_in_chunks():
     result = evaluate_pascal(model, loader, "cpu", chunk=3)
     ann_accuracy = evaluate(model.double(), TensorLoader(images.double(), labels, batch_size=8))
     assert result.images == 20 and result.accuracy == ann_accuracy
+    ann = model.double().eval()
+    with torch.no_grad():
+        assert torch.equal(result.image_correct, ann(images.double()).argmax(1) == labels)  # image by image
     assert result.equivalence.mismatches == 0 and result.equivalence.max_abs_err <= FLOAT64_BOUND
     whole = to_pascal(model).run_spikes(images.double())
     assert result.synops == pytest.approx(whole.synops / 20) and result.macs == pytest.approx(whole.macs / 20)

@@ -231,6 +231,13 @@ def test_acc_curve_matches_a_naive_loop_and_prefixes(rnl_batches):
     assert len(result.acc_curve) == 12 and result.num_images == 40
     assert result.acc_curve == pytest.approx(naive_acc_curve(to_if(model, fold_bn=False, static_input=False),
                                                              loader, 12), abs=1e-9)
+    # which images are right after each step, in the loader's order: the curve is their mean
+    assert result.image_correct.shape == (12, 40) and result.image_correct.dtype == torch.bool
+    assert (result.image_correct.double().mean(1) * 100).tolist() == pytest.approx(result.acc_curve, abs=1e-12)
+    plain = to_if(model, fold_bn=False, static_input=False)
+    x, y = torch.cat([b[0] for b in loader]), torch.cat([b[1] for b in loader])
+    summed = torch.stack(list(run_steps(plain, x, 12))).cumsum(0)
+    assert torch.equal(result.image_correct, summed.argmax(2) == y)
     shorter = simulate(snn, loader, 5)
     assert shorter.acc_curve == result.acc_curve[:5]
     assert shorter.synops_curve == pytest.approx(result.synops_curve[:5])

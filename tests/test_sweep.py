@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -10,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy.stats import binomtest
 
 from snnconv.config import ConfigError
 from snnconv.metrics import wilson_interval
@@ -355,6 +358,30 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
             assert metrics["equiv_max_abs_err"] <= 1e-6
             assert metrics["t_op"] == metrics["t_eff"] and metrics["acc_op"] == metrics["snn_acc"]
             assert curve("snn_acc_t") == {} and list(curve("val_if_snn_acc_t")) == list(range(1, 9))
+    # which validation / test images each trial gets right at its operating point: they give its accuracies,
+    # and the tie tags agree with an exact McNemar test on them (scipy's binomial test, decoded here on its own)
+    right = {}
+    for run in runs:
+        path = client.download_artifacts(run.info.run_id, "image_results.json", str(tmp_path / run.info.run_id))
+        splits = json.loads(Path(path).read_text())["splits"]
+        for split, images, metric in (("val", 180, "val_acc_op"), ("test", 360, "acc_op")):
+            bits = np.frombuffer(base64.b64decode(splits[split]["correct"]), dtype=np.uint8)
+            correct = np.unpackbits(bits, count=images).astype(bool)
+            assert 100 * correct.mean() == pytest.approx(run.data.metrics[metric], abs=1e-9), (run.info.run_name, split)
+            right[run.info.run_id, split] = correct
+
+    def beaten_by(member, run):
+        a, b = right[member.info.run_id, "val"], right[run.info.run_id, "val"]
+        a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+        return a_only > b_only and binomtest(a_only, a_only + b_only, 0.5).pvalue < 0.05
+
+    for front, cost in (("latency", "t_op"), ("energy", "energy_op_mj")):
+        members = [r for r in runs if r.data.tags[f"pareto_{front}"] == "true"]
+        for run in runs:
+            tied = run in members or not any(m.data.metrics[cost] <= run.data.metrics[cost] and beaten_by(m, run)
+                                             for m in members)
+            assert run.data.tags[f"pareto_{front}_tied"] == str(tied).lower(), (front, run.info.run_name)
+    assert [sentence.split(":")[0] for sentence in outcome.ties] == ["latency front", "energy front"]
     # one stage-1 training per key, one per method here, before the trials (issue 23): every trial loads it
     assert sorted((fact["method"], fact["cache_hit"]) for fact in outcome.stage1) == [("qcfs", False),
                                                                                       ("rnl", False)]

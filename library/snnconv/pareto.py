@@ -775,15 +775,18 @@ def _scatter(axes: Axes, points: np.ndarray, colour: str, marker: str, hollow: n
 
 def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colour: str | None = None,
                label: str | None = None, annotate: bool = True, show_dominated: bool = True,
-               with_latency: bool = True) -> None:
+               with_latency: bool = True, tied: np.ndarray | None = None) -> None:
     """The front of every row of ``runs`` (``accuracy`` up, ``cost`` along): points coloured and
     marked by method (``colour`` overrides the colour), dominated ones faded, front ones joined as
     a staircase and labelled (``run_label``), unconverged ones hollow, the knee starred. With
-    ``label`` the staircase carries it and no other legend entry is made."""
+    ``label`` the staircase carries it and no other legend entry is made. ``tied`` (n,) bool: the
+    dominated runs the data cannot tell apart from the front (``snnconv.paired``), drawn unfaded
+    with a dark edge."""
     values = objective_values(runs, [cost, accuracy])
     finite = np.isfinite(values).all(axis=1)
     members = pareto_mask(values, ["min", "max"])
     methods, hollow = method_names(runs), _unconverged(runs)
+    tied = np.zeros(len(runs), dtype=bool) if tied is None else np.asarray(tied, dtype=bool) & ~members
     legend = label is None
     interval = accuracy_interval(runs, accuracy)
     for method in ordered_methods(methods[finite]):
@@ -793,10 +796,14 @@ def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colo
             y = values[shown, 1]
             axes.errorbar(values[shown, 0], y, yerr=[y - interval[shown, 0], interval[shown, 1] - y], fmt="none",
                           ecolor=style["colour"], elinewidth=0.8, capsize=2, alpha=0.45, zorder=1)
-        dominated = finite & ~members & (methods == method)
+        dominated = finite & ~members & ~tied & (methods == method)
         if show_dominated and dominated.any():
             _scatter(axes, values[dominated], hollow=hollow[dominated], label=None, s=20, alpha=0.35, zorder=2,
                      **style)
+        close = finite & tied & (methods == method)
+        if show_dominated and close.any():
+            _scatter(axes, values[close], hollow=hollow[close], label=None, s=30, alpha=0.9, zorder=3,
+                     linestyle="--", **style)
         on_front = members & (methods == method)
         _scatter(axes, values[on_front], hollow=hollow[on_front], label=method if legend else None, s=42,
                  zorder=4, **style)
@@ -807,7 +814,9 @@ def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colo
     if knee is not None:
         axes.scatter([values[knee, 0]], [values[knee, 1]], marker="*", s=220, facecolor="none",
                      edgecolor=colour or "black", linewidth=1.3, zorder=5, label="knee" if legend else None)
-    if legend and show_dominated and (finite & ~members).any():
+    if legend and show_dominated and (finite & tied).any():
+        axes.scatter([], [], color="0.4", s=30, linestyle="--", label="tied with the front (McNemar, 5 %)")
+    if legend and show_dominated and (finite & ~members & ~tied).any():
         axes.scatter([], [], color="0.6", alpha=0.35, s=20, label="dominated (faded)")
     if legend and (hollow & finite).any():
         axes.scatter([], [], facecolor="none", edgecolor="0.3", s=42, label=UNCONVERGED_LABEL)
@@ -843,7 +852,8 @@ def plot_front(analysis: ParetoAnalysis, name: str, path: Path | str, *, title: 
     panels = figure.subplots(1, len(fronts), squeeze=False)[0]
     for axes, front in zip(panels, fronts):
         rows = analysis.runs if front.method is None else analysis.runs[method_names(analysis.runs) == front.method]
-        draw_front(axes, rows, analysis.accuracy, spec.cost, with_latency=not analysis.legacy)
+        tied = rows[f"tied_{name}"].to_numpy() == True if f"tied_{name}" in rows else None  # noqa: E712 - object column
+        draw_front(axes, rows, analysis.accuracy, spec.cost, with_latency=not analysis.legacy, tied=tied)
         axes.set_xlabel(spec.axis)
         axes.set_ylabel(axis_label(analysis.accuracy))
         if front.method is not None:

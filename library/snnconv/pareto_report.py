@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import tracking
+from . import paired, tracking
 from .pareto import (
     FRONT_NAMES,
     JOINT,
@@ -384,7 +384,9 @@ def front_text(analysis: ParetoAnalysis, name: str) -> str:
         text = f"{describe(analysis.fronts[name])}."
     unconverged = set(analysis.unconverged()["run_id"])
     hollow = [run_ref(row) for _, row in analysis.front_runs(name).iterrows() if row["run_id"] in unconverged]
-    return text + (f" Unconverged on this front (raise T_max): {', '.join(hollow)}." if hollow else "")
+    ties = paired.front_tie_sentence(analysis, name)
+    return (text + (f" Unconverged on this front (raise T_max): {', '.join(hollow)}." if hollow else "")
+            + (f" Tied: {ties} (drawn with a dashed edge)." if ties else ""))
 
 
 def _report_sections(analysis: ParetoAnalysis, name: str, plots: Mapping[str, Path],
@@ -617,6 +619,7 @@ def _run(args: argparse.Namespace) -> int:
     tables = [sweep.trials] + ([other.trials] if other is not None else [])
     reference = reference_point(tables, fronts, legacy=legacy)
     analysis = _analyse_sweep(sweep, fronts, select_on, legacy, reference)
+    paired.add_tie_columns(analysis, tracking.image_results(tracking.client_for(sweep.tracking_uri), sweep.trials))
     comparison = (Comparison(other.sweep_name, _analyse_sweep(other, fronts, select_on, legacy, reference))
                   if other is not None else None)
     if legacy or select_on == "test":

@@ -24,7 +24,7 @@ Spike counts are integers throughout: no firing tolerance, no counts re-created 
 Bit-level agreement of the spike path with the ANN still depends on float summation order, so
 exactness checks run in float64 (see :func:`evaluate_pascal`).
 
-Supported models: ``nn.Sequential`` and the library's SmallCNN / VGG / ResNet (whose ``forward``
+Supported models: ``nn.Sequential`` and the library's SmallCNN / LeNet5 / VGG / ResNet (whose ``forward``
 applies their children in registration order), built from Conv2d, Linear, BatchNorm, AvgPool2d,
 AdaptiveAvgPool2d, Flatten, Dropout (identity in eval), QCFS and ResNet BasicBlocks.
 """
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import QCFS, RateNorm
-from .models import VGG, BasicBlock, ResNet, SmallCNN
+from .models import VGG, BasicBlock, LeNet5, ResNet, SmallCNN
 
 Number = int | float | Fraction
 
@@ -223,7 +223,7 @@ Op = Neuron | Affine | Block
 
 _AFFINE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
 _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-_SEQUENTIAL = (nn.Sequential, SmallCNN, VGG, ResNet)
+_SEQUENTIAL = (nn.Sequential, SmallCNN, LeNet5, VGG, ResNet)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -250,7 +250,7 @@ def _compile(module: nn.Module, name: str) -> list[Op]:
     if isinstance(module, (nn.ReLU, RateNorm)):
         raise ValueError(f"layer {name!r}: PASCAL converts QCFS activations, found {type(module).__name__}")
     raise ValueError(f"layer {name or 'model'!r}: {type(module).__name__} is not supported by the PASCAL "
-                     "conversion (supported: Sequential/SmallCNN/VGG/ResNet of Conv2d, Linear, BatchNorm, "
+                     "conversion (supported: Sequential/SmallCNN/LeNet5/VGG/ResNet of Conv2d, Linear, BatchNorm, "
                      "AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, QCFS, BasicBlock)")
 
 
@@ -636,7 +636,8 @@ def compare_with_ann(model: nn.Module, run: SpikeRun, images: torch.Tensor) -> E
 @dataclass
 class PascalEvaluation:
     """The spike-level SNN over a data set: accuracy (percent), per-image operation counts,
-    per-layer mean spikes per neuron, and the equivalence report against the QCFS ANN."""
+    per-layer mean spikes per neuron, the equivalence report against the QCFS ANN, and
+    ``image_correct`` (images,) bool: whether each image (in the loader's order) is classified right."""
 
     accuracy: float
     synops: float
@@ -644,6 +645,7 @@ class PascalEvaluation:
     spikes_per_neuron: dict[str, float]
     equivalence: EquivalenceReport
     images: int
+    image_correct: torch.Tensor
 
 
 @torch.no_grad()
@@ -670,7 +672,8 @@ def evaluate_pascal(model: nn.Module, loader: Iterable, device: torch.device | s
     ann = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
     snn = to_pascal(ann)
     report = EquivalenceReport()
-    correct = images_seen = 0
+    images_seen = 0
+    correct: list[torch.Tensor] = []
     synops = macs = 0.0
     spikes: dict[str, float] = {}
     neurons: dict[str, int] = {}
@@ -681,7 +684,7 @@ def evaluate_pascal(model: nn.Module, loader: Iterable, device: torch.device | s
             images, labels = images.to(device=device, dtype=dtype), labels.to(device)
             run = snn.run_spikes(images)
             report.merge(compare_with_ann(ann, run, images))
-            correct += int((run.logits.argmax(1) == labels).sum())
+            correct.append((run.logits.argmax(1) == labels).cpu())
             images_seen += labels.numel()
             synops += run.synops
             macs += run.macs
@@ -690,8 +693,9 @@ def evaluate_pascal(model: nn.Module, loader: Iterable, device: torch.device | s
                 neurons[name] = neurons.get(name, 0) + counts.numel()
     if images_seen == 0:
         raise ValueError("evaluate_pascal got an empty loader")
+    image_correct = torch.cat(correct)
     return PascalEvaluation(
-        accuracy=100.0 * correct / images_seen, synops=synops / images_seen, macs=macs / images_seen,
+        accuracy=100.0 * int(image_correct.sum()) / images_seen, synops=synops / images_seen, macs=macs / images_seen,
         spikes_per_neuron={name: spikes[name] / neurons[name] for name in spikes},
-        equivalence=report, images=images_seen,
+        equivalence=report, images=images_seen, image_correct=image_correct,
     )

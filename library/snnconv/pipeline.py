@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -201,6 +202,9 @@ class TrialResult:
     device: str = ""
     #: the GPU's name (``torch.cuda.get_device_name``), ``none`` on the CPU; empty when not recorded
     gpu_name: str = ""
+    #: which images of each split ("val", "test") the trial gets right at its operating point: (images,) bool
+    #: in the split's order (``snnconv.paired``: the paired comparisons of the fronts)
+    image_correct: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def acc_curve(self) -> list[float]:
@@ -346,6 +350,8 @@ def _run_rnl(config: TrialConfig, on_progress: ProgressCallback, device: torch.d
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
         **device_record(device),
+        image_correct={"val": val_simulation.image_correct[int(point.t_op) - 1].numpy(),
+                       "test": simulation.image_correct[int(point.t_op) - 1].numpy()},
     )
 
 
@@ -468,6 +474,7 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback, device: torch.
         stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
         seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, rows, levels),
         **device_record(device),
+        image_correct={"val": val_snn.image_correct.numpy(), "test": snn.image_correct.numpy()},
     )
 
 

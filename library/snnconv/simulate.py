@@ -3,7 +3,7 @@
 One pass to ``t_max`` gives the accuracy after every prefix t = 1..t_max (the acc(t) curve), since
 the read-out is the running sum of the output layer over time. Time steps run one after another and
 only the membranes persist, so memory does not grow with T. Everything stays on the model's device;
-the correct-prediction counts and spike counts are accumulated there and read once at the end.
+which images are right after each step, and the spike counts, are kept there and read once at the end.
 
 Synaptic operations: a spike of layer l drives the synapses of the weight layers it reaches
 (``spike_fan_out``); the weight layers fed with the analog image do multiply-accumulates at every
@@ -40,7 +40,9 @@ class SimulationResult:
       ``synops_curve[t-1]`` the same after t steps; ``fan_out[layer]``: synapses per spike;
     * ``input_macs``: multiply-accumulates per image of the layers fed with the analog image, over
       ``t_max`` steps (they see the image at every step);
-    * ``energy_mj``: per image, E_AC * synops + E_MAC * input_macs.
+    * ``energy_mj``: per image, E_AC * synops + E_MAC * input_macs;
+    * ``image_correct[t-1, i]``: whether image i (in the loader's order) is classified right after t steps,
+      a (t_max, num_images) bool tensor on the CPU.
     """
 
     acc_curve: list[float]
@@ -55,6 +57,7 @@ class SimulationResult:
     t_max: int
     num_images: int
     seconds: float
+    image_correct: torch.Tensor
 
     @property
     def snn_acc(self) -> float:
@@ -138,7 +141,7 @@ def simulate(snn: nn.Module, loader: Iterable, t_max: int, device: torch.device 
     device = torch.device(device) if device is not None else _device_of(snn)
     snn.to(device).eval()
     start = time.perf_counter()
-    correct = torch.zeros(t_max, dtype=torch.int64, device=device)
+    correct: list[torch.Tensor] = []  # per batch, (t_max, batch) bool
     spikes = {name: torch.zeros(t_max, dtype=torch.float64, device=device) for name, _ in neurons}
     neuron_counts: dict[str, int] = {}
     input_layers = _input_layers(snn)
@@ -151,7 +154,7 @@ def simulate(snn: nn.Module, loader: Iterable, t_max: int, device: torch.device 
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             reset_state(snn)
             with autocast_off(device.type):
-                _run_batch(snn, images, labels, correct)
+                correct.append(_run_batch(snn, images, labels, t_max))
             for name, module in neurons:
                 if module.step_spikes:
                     spikes[name] += torch.stack(module.step_spikes).double()
@@ -167,23 +170,25 @@ def simulate(snn: nn.Module, loader: Iterable, t_max: int, device: torch.device 
         reset_state(snn)
     if seen == 0:
         raise ValueError("simulate needs a loader with at least one batch")
-    return _summarise(snn, correct, spikes, neuron_counts, sum(input_macs.values()), t_max, seen,
-                      time.perf_counter() - start)
+    return _summarise(snn, torch.cat(correct, dim=1).cpu(), spikes, neuron_counts, sum(input_macs.values()),
+                      t_max, seen, time.perf_counter() - start)
 
 
-def _run_batch(snn: nn.Module, images: torch.Tensor, labels: torch.Tensor, correct: torch.Tensor) -> None:
-    """t_max steps on one batch; adds the correct predictions after each step to ``correct [t_max]``."""
+def _run_batch(snn: nn.Module, images: torch.Tensor, labels: torch.Tensor, t_max: int) -> torch.Tensor:
+    """t_max steps on one batch; (t_max, batch) bool: whether each image is right after each step."""
     summed = None
-    for t in range(correct.shape[0]):
+    correct = torch.empty(t_max, labels.shape[0], dtype=torch.bool, device=labels.device)
+    for t in range(t_max):
         outputs = snn(images)
         summed = outputs.clone() if summed is None else summed.add_(outputs)
-        correct[t] += (summed.argmax(1) == labels).sum()
+        correct[t] = summed.argmax(1) == labels
+    return correct
 
 
-def _summarise(snn: nn.Module, correct: torch.Tensor, spikes: dict[str, torch.Tensor],
+def _summarise(snn: nn.Module, image_correct: torch.Tensor, spikes: dict[str, torch.Tensor],
                neuron_counts: dict[str, int], input_macs_per_step: float, t_max: int, seen: int,
                seconds: float) -> SimulationResult:
-    correct_host = correct.cpu()
+    correct_host = image_correct.sum(dim=1)
     spike_curves = {name: counts.cpu().double().cumsum(0) / seen for name, counts in spikes.items()}
     fan_out = spike_fan_out(snn)
     spike_counts = {name: float(curve[-1]) for name, curve in spike_curves.items()}
@@ -201,4 +206,5 @@ def _summarise(snn: nn.Module, correct: torch.Tensor, spikes: dict[str, torch.Te
         firing_rates=firing_rates, spike_counts=spike_counts, neurons=neuron_counts, fan_out=fan_out,
         synops=synops_curve[-1], synops_curve=synops_curve, input_macs=input_macs,
         energy_mj=energy_mj(synops_curve[-1], input_macs), t_max=t_max, num_images=seen, seconds=seconds,
+        image_correct=image_correct,
     )

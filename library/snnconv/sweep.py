@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import tracking, trial_record
+from . import paired, tracking, trial_record
 from .cache_dir import ENV_VAR, default_cache_dir, node_cache_dir
 from .config import ConfigError, activation_names, apply_overrides, from_dict
 from .sweep_spec import (
@@ -271,6 +271,8 @@ class SweepOutcome:
     total: int = 0
     #: trials that finished but whose results wait to be logged (their records, in the storage folder)
     waiting: int = 0
+    #: one sentence per tie-tagged front: how many settings the data cannot tell apart (``paired.tie_summary``)
+    ties: list[str] = field(default_factory=list)
 
 
 def _trial_config_params(trial, spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -859,20 +861,31 @@ def finish_sweep(tracker: tracking.SweepTracker, storage_dir: Path, select_on: s
     report_dir = storage_dir / "pareto"
     report_dir.mkdir(parents=True, exist_ok=True)
     tags = pareto.front_tags(table, select_on)
-    current = {row["run_id"]: {flag: row.get(f"tag_{flag}") for flag in FRONT_TAGS} for _, row in table.iterrows()}
+    ties = paired.sweep_ties(table, tracking.image_results(tracker.client, table), select_on)
+    for run_id, tied in paired.tie_tags(table, ties.columns).items():
+        tags[run_id].update(tied)
+    current = {row["run_id"]: {flag: row.get(f"tag_{flag}") for flag in (*FRONT_TAGS, *TIE_TAGS)}
+               for _, row in table.iterrows()}
     tracking.set_run_tags(tracker, tags, current)  # only the runs whose tags change (a resumed sweep: few)
     for flag in FRONT_TAGS:
         table[flag] = table["run_id"].map(lambda run_id, f=flag: tags.get(run_id, {}).get(f, "false") == "true")
+    for flag in TIE_TAGS:
+        table[flag] = table["run_id"].map(lambda run_id, f=flag: tags.get(run_id, {}).get(f, "-"))
+    for name, values in ties.columns.items():  # the fronts' plots draw tied runs apart from dominated ones
+        table[name] = values
     files = pareto.write_sweep_fronts(table, report_dir, select_on)
     tracking.log_artifacts(tracker, tracker.parent_run_id, files, "pareto")
     return SweepOutcome(tracker.parent_run_id, tracker.experiment_id, tracker.tracking_uri, storage_dir, table,
-                        report_dir, select_on=select_on)
+                        report_dir, select_on=select_on,
+                        ties=list(paired.tie_summary(table, ties.columns, ties.members).values()))
 
 
 #: the Pareto tags the sweep sets on each child run, and the front each names
 FRONT_TAGS = {"pareto_latency": "accuracy vs t_op, all methods",
               "pareto_energy": "accuracy vs energy_op_mj, all methods",
               "pareto_omega": "accuracy vs omega, within each method"}
+#: the tie tags (``snnconv.paired``): a run no cheaper-or-equal front member beats by an exact McNemar test
+TIE_TAGS = tuple(paired.tie_tag(front) for front in paired.TIED_FRONTS)
 
 
 def print_summary(outcome: SweepOutcome) -> None:
@@ -905,6 +918,8 @@ def print_summary(outcome: SweepOutcome) -> None:
             names = ", ".join(f"{row['run_name']} ({row[accuracy]:.1f}% at {row['latency']})"
                               for _, row in on_front.sort_values(accuracy, ascending=False).iterrows())
             print(f"{flag} ({meaning}): {names or 'none'}")
+        for sentence in outcome.ties:
+            print(f"tied: {sentence}")
     finished = int((table["status"] == "FINISHED").sum()) if len(table) else 0
     unsettled = int(table["converged"].str.startswith("no").sum()) if len(table) else 0
     planned = max(outcome.total, len(table))

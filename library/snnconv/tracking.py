@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
+from .paired import IMAGE_RESULTS_TAG
 from .tracking_retry import DEFAULT_RETRY_S, RetryingClient, TrackingUnavailable, with_retries
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,7 +101,8 @@ class SweepRuns:
     ``trials`` has one row per child run: ``run_id``, ``run_name``, ``status``, ``start_time``,
     the contract's params (``lam``, ``lr``, ``scale_init`` as floats, the rest as text), metrics
     (floats; NaN where not logged; MLflow's stand-in for inf, +-float max, is turned back into inf),
-    tags ``trial_id`` and ``error``, and ``tag_pareto_<cost>`` for each ``pareto_<cost>`` tag present.
+    tags ``trial_id`` and ``error``, ``tag_pareto_<name>`` for each ``pareto_<name>`` tag present, and
+    ``tag_snnconv.image_results`` where the run logged its per-image results (``snnconv.paired``).
     """
 
     tracking_uri: str
@@ -242,7 +244,8 @@ def _trial_row(run: Run) -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id,
                            "status": run.info.status, "start_time": run.info.start_time}
     row.update({name: tags[name] for name in TRIAL_TAGS if name in tags})
-    row.update({f"tag_{name}": value for name, value in tags.items() if name.startswith("pareto_")})
+    row.update({f"tag_{name}": value for name, value in tags.items()
+                if name.startswith("pareto_") or name == IMAGE_RESULTS_TAG})
     row.update(run.data.params)
     row.update({name: _restore_inf(value) for name, value in run.data.metrics.items()})
     return row
@@ -268,6 +271,26 @@ def metric_histories(tracking_uri: str, run_ids: Iterable[str], key: str = "snn_
             points = {m.step: _restore_inf(m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
             curves[run_id] = pd.Series(points, name=key, dtype=float).sort_index()
     return curves
+
+
+def image_results(client: MlflowClient | RetryingClient, runs: pd.DataFrame) -> dict[str, Any]:
+    """``{run_id: snnconv.paired.ImageResults}`` of the runs of the trial table ``runs`` that logged them (tag
+    ``snnconv.image_results``), read through ``client``: one artifact download per run, 8 at a time."""
+    import concurrent.futures
+
+    from .paired import IMAGE_RESULTS_FILE, ImageResults
+
+    column = f"tag_{IMAGE_RESULTS_TAG}"
+    if column not in runs.columns:
+        return {}
+    run_ids = [run_id for run_id, tag in zip(runs["run_id"], runs[column]) if tag == IMAGE_RESULTS_FILE]
+    with tempfile.TemporaryDirectory(prefix="snnconv-images-") as folder:
+        def read(run_id: str) -> ImageResults:
+            path = client.download_artifacts(run_id, IMAGE_RESULTS_FILE, str(Path(folder) / run_id))
+            return ImageResults.from_json(json.loads(Path(path).read_text()))
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return dict(zip(run_ids, pool.map(read, run_ids)))
 
 
 # =============================================================================================

@@ -12,7 +12,8 @@ The folder::
     snnconv_record.json   where to log (tracking URI, experiment, parent run, run, trial id) and what:
                           metrics (key, value, timestamp in ms, step, linked to the model or not),
                           params, tags, the dataset input, the logged model's type
-    artifacts/            layers.csv, acc_curves.csv, tables/<name>.csv
+    artifacts/            layers.csv, acc_curves.csv, tables/<name>.csv, image_results.json (which images the
+                          trial gets right at its operating point: ``snnconv.paired``)
     model/                the final model in MLflow's PyTorch format (mlflow.pytorch.save_model)
 
 Logging a record is idempotent: every metric keeps the timestamp it got when the record was written
@@ -35,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tracking
+from . import paired, tracking
 from .tracking_retry import TrackingUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,6 +83,11 @@ def save_trial_record(result: TrialResult, extra_params: Mapping[str, Any], fold
         if rows:
             (folder / "artifacts" / "tables").mkdir(exist_ok=True)
             pd.DataFrame(rows).to_csv(folder / "artifacts" / "tables" / f"{name}.csv", index=False)
+    tags = {f"warning.{name}": tracking._text(text) for name, text in result.warnings.items()}
+    if result.image_correct and data is not None:
+        image_results = paired.ImageResults(data.digest, result.image_correct)
+        (folder / "artifacts" / paired.IMAGE_RESULTS_FILE).write_text(json.dumps(image_results.to_json()))
+        tags[paired.IMAGE_RESULTS_TAG] = paired.IMAGE_RESULTS_FILE
     if result.model is not None:
         _save_model(result, folder / "model", run_id)
     record = {
@@ -89,7 +95,7 @@ def save_trial_record(result: TrialResult, extra_params: Mapping[str, Any], fold
         "parent_run_id": tracker.parent_run_id, "run_id": run_id, "trial_id": trial_id,
         "metrics": metrics,
         "params": {k: tracking._text(v) for k, v in {**result.params(), **extra_params}.items()},
-        "tags": {f"warning.{name}": tracking._text(text) for name, text in result.warnings.items()},
+        "tags": tags,
         "dataset": _dataset_input(result) if data is not None else None,
         "model_type": f"snnconv-{result.method}" if result.model is not None else None,
     }
