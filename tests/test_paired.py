@@ -113,3 +113,21 @@ def test_the_fronts_draw_tied_runs_apart_from_dominated_ones():
     points, axes = drawn(None)
     assert points[(5.0, 94.0)] == pytest.approx(0.35)  # no ties known: dominated, faded
     assert "tied with the front (McNemar, 5 %)" not in axes.get_legend_handles_labels()[1]
+
+
+def test_the_energy_front_draws_the_anns_own_energy_and_says_how_many_runs_spend_less():
+    from snnconv.pareto_report import front_text
+
+    runs = pd.DataFrame({"run_id": list("abc"), "run_name": list("abc"), "status": ["FINISHED"] * 3,
+                         "method": ["rnl", "qcfs", "rnl"], "val_acc_op": [95.0, 96.0, 97.0], "t_op": [4.0, 3.0, 9.0],
+                         "energy_op_mj": [0.5, 1.0, 3.0], "ann_energy_mj": [2.0, 2.0, 2.0]})
+    analysis = pareto.analyse(runs, ("energy",))
+    text = front_text(analysis, "energy")
+    assert "The ANN spends 2 mJ per image" in text and "2 of the 3 front run(s) spend less" in text
+    axes = pareto.new_figure().subplots()
+    pareto.draw_ann_energy(axes, runs)
+    (line,) = axes.lines
+    assert list(line.get_xdata()) == [2.0, 2.0] and line.get_label().startswith("ANN: 2 mJ")
+    # runs logged before the ANN's energy existed: no line, no words
+    older = runs.drop(columns="ann_energy_mj")
+    assert pareto.ann_energies(older) == [] and "ANN" not in front_text(pareto.analyse(older, ("energy",)), "energy")

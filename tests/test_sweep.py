@@ -17,7 +17,7 @@ import yaml
 from scipy.stats import binomtest
 
 from snnconv.config import ConfigError
-from snnconv.metrics import wilson_interval
+from snnconv.metrics import E_MAC_PJ, wilson_interval
 from snnconv.sweep import SweepOptions, build_param_space, decode_params, load_spec, run_sweep
 from snnconv.sweep_spec import OBJECTIVES, SCHEDULERS, SEARCHES
 
@@ -346,6 +346,8 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
             low, high = wilson_interval(metrics[name], images)
             assert (metrics[f"{name}_low"], metrics[f"{name}_high"]) == pytest.approx((low, high), abs=1e-9), name
             assert metrics[f"{name}_low"] <= metrics[name] <= metrics[f"{name}_high"]
+        # the ANN's own energy per image: its dense MACs at the per-MAC energy (the energy front's reference line)
+        assert metrics["ann_energy_mj"] == pytest.approx(E_MAC_PJ * metrics["ann_macs"] * 1e-9)
         if params["method"] == "rnl":
             assert {"lam", "sharescale", "scale_init"} <= set(params)
             test_curve, val_curve = curve("snn_acc_t"), curve("val_snn_acc_t")
@@ -358,6 +360,7 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
             assert metrics["equiv_max_abs_err"] <= 1e-6
             assert metrics["t_op"] == metrics["t_eff"] and metrics["acc_op"] == metrics["snn_acc"]
             assert curve("snn_acc_t") == {} and list(curve("val_if_snn_acc_t")) == list(range(1, 9))
+    assert len({r.data.metrics["ann_macs"] for r in runs}) == 1  # one model: the same ANN for both methods
     # which validation / test images each trial gets right at its operating point: they give its accuracies,
     # and the tie tags agree with an exact McNemar test on them (scipy's binomial test, decoded here on its own)
     right = {}

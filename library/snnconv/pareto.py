@@ -825,6 +825,27 @@ def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colo
         axes.margins(x=0.15, y=0.08)  # room for the labels of the end points
 
 
+#: the metric with the ANN's own energy per image (mJ): its dense MACs at the same per-MAC energy
+ANN_ENERGY = "ann_energy_mj"
+
+
+def ann_energies(runs: pd.DataFrame) -> list[float]:
+    """The distinct ANN energies per image (mJ, ``ann_energy_mj``) of the finished runs, smallest first (one
+    value per model and input size; none for runs logged before it)."""
+    if ANN_ENERGY not in runs.columns:
+        return []
+    values = objective_values(runs, [ANN_ENERGY])[:, 0]
+    return sorted({float(f"{value:.6g}") for value in values[np.isfinite(values)]})
+
+
+def draw_ann_energy(axes: Axes, runs: pd.DataFrame) -> None:
+    """A vertical reference line at each ANN energy of ``runs`` (:func:`ann_energies`): a point to its right
+    spends more energy per image than the ANN it came from."""
+    for value in ann_energies(runs):
+        axes.axvline(value, color="0.25", linestyle=":", linewidth=1.2, zorder=0,
+                     label=f"ANN: {value:.3g} mJ (its MACs at the same 45 nm energy)")
+
+
 def accuracy_interval(runs: pd.DataFrame, accuracy: str) -> np.ndarray:
     """(n, 2) the 95 % Wilson interval (low, high; percent) of column ``accuracy`` of each run, from its
     ``<accuracy>_low`` / ``<accuracy>_high`` metrics; NaN where a run has none (logged before they existed)."""
@@ -854,6 +875,8 @@ def plot_front(analysis: ParetoAnalysis, name: str, path: Path | str, *, title: 
         rows = analysis.runs if front.method is None else analysis.runs[method_names(analysis.runs) == front.method]
         tied = rows[f"tied_{name}"].to_numpy() == True if f"tied_{name}" in rows else None  # noqa: E712 - object column
         draw_front(axes, rows, analysis.accuracy, spec.cost, with_latency=not analysis.legacy, tied=tied)
+        if spec.cost == "energy_op_mj":
+            draw_ann_energy(axes, rows)
         axes.set_xlabel(spec.axis)
         axes.set_ylabel(axis_label(analysis.accuracy))
         if front.method is not None:

@@ -43,6 +43,7 @@ from .pareto import (
     accuracy_column,
     analyse,
     analyse_legacy,
+    ann_energies,
     as_number,
     axis_label,
     draw_front,
@@ -386,7 +387,19 @@ def front_text(analysis: ParetoAnalysis, name: str) -> str:
     hollow = [run_ref(row) for _, row in analysis.front_runs(name).iterrows() if row["run_id"] in unconverged]
     ties = paired.front_tie_sentence(analysis, name)
     return (text + (f" Unconverged on this front (raise T_max): {', '.join(hollow)}." if hollow else "")
-            + (f" Tied: {ties} (drawn with a dashed edge)." if ties else ""))
+            + (f" Tied: {ties} (drawn with a dashed edge)." if ties else "") + ann_energy_text(analysis, spec))
+
+
+def ann_energy_text(analysis: ParetoAnalysis, spec: Any) -> str:
+    """For the energy front: the ANN's own energy per image, and how many front runs spend less ("" otherwise)."""
+    energies = ann_energies(analysis.runs)
+    if spec.cost != "energy_op_mj" or not energies:
+        return ""
+    front = analysis.front_runs(spec.name)
+    below = int((pd.to_numeric(front["energy_op_mj"], errors="coerce") < max(energies)).sum())
+    values = " and ".join(f"{value:.3g} mJ" for value in energies)
+    return (f" The ANN spends {values} per image (its dense MACs at the SNN's per-MAC energy; the dotted line): "
+            f"{below} of the {len(front)} front run(s) spend less; a run to the right of the line saves nothing.")
 
 
 def _report_sections(analysis: ParetoAnalysis, name: str, plots: Mapping[str, Path],

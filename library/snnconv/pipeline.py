@@ -449,8 +449,11 @@ def _run_qcfs(config: TrialConfig, on_progress: ProgressCallback, device: torch.
             "spikes_per_neuron": spikes, "firing_rate": spikes / level,
             "t_eff_layer": teff_by_layer.get(layer.weight_name, math.nan),
         })
+    images, _ = next(iter(data.test))
+    macs = sum(ann_macs(model, images.to(device)).values())  # the ANN's own energy: its dense MACs per image
     extra = {"stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
              "finetune_val_acc": history[-1].val_acc if history else math.nan,
+             "ann_macs": macs, "ann_energy_mj": energy_mj(0.0, macs),
              "macs": snn.macs, "equiv_logits_abs_err": equivalence.logits_abs_err,
              "equiv_mismatches": float(equivalence.mismatches), "min_threshold": min(thresholds),
              "nonpositive_thresholds": float(len(nonpositive))}
