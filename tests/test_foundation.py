@@ -265,7 +265,7 @@ def test_two_processes_asking_for_one_key_train_once(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"model": "alexnet"}, "model: unknown value 'alexnet'; allowed: small, vgg11"),
-    ({"data.name": "mnist"}, "data.name: unknown value 'mnist'; allowed: digits"),
+    ({"data.name": "svhn"}, "data.name: unknown value 'svhn'; allowed: digits"),
     ({"data.name": "cifar10"}, "data.data_dir: cifar10 needs a local data directory"),
     ({"data.name": "cifar10", "data.data_dir": "/nonexistent/cifar"}, "'/nonexistent/cifar' does not exist"),
     ({"stage1.lr": -0.1}, "stage1.lr: must be positive, got -0.1"),

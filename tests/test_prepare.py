@@ -190,9 +190,10 @@ def test_command_refuses_a_corrupt_cifar_file_before_downloading(tmp_path):
 
 
 def test_command_refuses_an_unknown_name_with_one_error_line(tmp_path):
-    done = run_command("prepare", "mnist", "--data-dir", str(tmp_path))
+    done = run_command("prepare", "svhn", "--data-dir", str(tmp_path))
     assert done.returncode == 2 and done.stdout == ""
-    assert one_error_line(done.stderr) == "error: unknown data set 'mnist'; allowed: cifar10, cifar100, imagenet"
+    assert one_error_line(done.stderr) == ("error: unknown data set 'svhn'; allowed: mnist, fashion-mnist, cifar10, "
+                                           "cifar100, imagenet")
     assert not list(tmp_path.iterdir())
 
 

@@ -22,9 +22,9 @@ import yaml
 from .levels import LEVEL_CHOICES, LEVEL_POLICIES, PASCAL_LISTS
 
 METHODS = ("rnl", "qcfs")
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenet")
+DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet")
 #: the data sets read from data.data_dir (prepared beforehand with ``python -m snnconv.data prepare``)
-FOLDER_SETS = ("cifar10", "cifar100", "imagenet")
+FOLDER_SETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagenet")
 
 
 class ConfigError(ValueError):
@@ -35,9 +35,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which data set, where it lives, and how it is batched and augmented."""
 
-    #: data set: digits is bundled; cifar10, cifar100 and imagenet need data_dir
+    #: data set: digits is bundled; mnist, fashion-mnist, cifar10, cifar100 and imagenet need data_dir
     name: str = "digits"
-    #: folder holding the data set (required for cifar10, cifar100, imagenet)
+    #: folder holding the data set (required for mnist, fashion-mnist, cifar10, cifar100, imagenet)
     data_dir: str | None = None
     #: must be false: trials never download; fetch and verify the data set once with
     #: `python -m snnconv.data prepare NAME --data-dir DIR` (kept so old files get this message)
@@ -48,7 +48,7 @@ class DataConfig:
     eval_batch_size: int = 512
     #: images carved from the training set for validation; None = the data set's default
     val_size: int | None = None
-    #: random crop + horizontal flip on CIFAR / ImageNet training images
+    #: random crop + horizontal flip on CIFAR / ImageNet training images (MNIST sets: no augmentation)
     augment: bool = True
     #: side of the cutout square in pixels (0 = off)
     cutout: int = 0
@@ -416,7 +416,7 @@ def activation_names(model_name: str) -> list[str]:
     from .models import activation_layers, build_model
 
     with torch.device("meta"):
-        image_size = 224 if model_name.startswith(("vgg", "resnet")) else 8
+        image_size = 224 if model_name.startswith(("vgg", "resnet")) else 28 if model_name == "lenet5" else 8
         model = build_model(model_name, activation_factory("relu"), num_classes=10, in_channels=3,
                             image_size=image_size)
     return [layer.name for layer in activation_layers(model)]

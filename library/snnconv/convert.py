@@ -13,7 +13,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from . import graph as dataflow
 from .layers import QCFS, RateNorm
-from .models import VGG, BasicBlock, ResNet, SmallCNN
+from .models import VGG, BasicBlock, LeNet5, ResNet, SmallCNN
 from .neurons import IFNeuron, StaticInput, v_init_fraction
 
 # ---------------------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ RATE_CODED_LAYERS = (
 #: activations that become IF neurons
 CONVERTIBLE_ACTIVATIONS = (RateNorm, QCFS)
 #: modules that only hold other modules and whose forward is known to be convertible
-KNOWN_CONTAINERS = (nn.Sequential, nn.ModuleList, SmallCNN, VGG, ResNet, BasicBlock)
+KNOWN_CONTAINERS = (nn.Sequential, nn.ModuleList, SmallCNN, LeNet5, VGG, ResNet, BasicBlock)
 
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
               nn.AdaptiveMaxPool3d)

@@ -1,11 +1,12 @@
-"""Data sets: digits (bundled, the default), synthetic, CIFAR-10/100 and ImageNet folders.
+"""Data sets: digits (bundled, the default), synthetic, MNIST, Fashion-MNIST, CIFAR-10/100 and ImageNet folders.
 
 :func:`load_data` returns a :class:`DataBundle` with train / val / test loaders that yield
-``(images [B, C, H, W] float32, labels [B] int64)`` already normalised. Small in-memory sets
-(digits, synthetic) are held as tensors on the compute device and batched without copies
-(:class:`TensorLoader`); CIFAR and ImageNet use torchvision data sets and a DataLoader.
+``(images [B, C, H, W] float32, labels [B] int64)`` already normalised. Small sets (digits,
+synthetic, and MNIST / Fashion-MNIST: 70000 28x28 images, read once from their IDX files) are held
+as tensors on the compute device and batched without copies (:class:`TensorLoader`); CIFAR and
+ImageNet use torchvision data sets and a DataLoader.
 
-Trials never download: CIFAR and ImageNet folders are prepared beforehand with
+Trials never download: MNIST, Fashion-MNIST, CIFAR and ImageNet folders are prepared beforehand with
 ``python -m snnconv.data prepare NAME --data-dir DIR`` (:mod:`snnconv.prepare`).
 """
 
@@ -20,18 +21,23 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .config import ConfigError, DataConfig
+from .config import FOLDER_SETS, ConfigError, DataConfig
 
 #: (mean, std) per channel used to normalise each data set
 NORMALISATION = {
     "digits": ((0.3053,), (0.3760,)),  # sklearn digits scaled to [0, 1]
+    "mnist": ((0.1307,), (0.3081,)),  # the 60000 training images scaled to [0, 1]
+    "fashion-mnist": ((0.2860,), (0.3530,)),  # the 60000 training images scaled to [0, 1]
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 #: validation images carved from the training set when DataConfig.val_size is None
-DEFAULT_VAL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 10000}
+DEFAULT_VAL_SIZE = {"mnist": 5000, "fashion-mnist": 5000, "cifar10": 10000, "cifar100": 10000, "imagenet": 10000}
+
+#: the MNIST-style sets: name -> torchvision data set class name (28x28 grey images, 10 classes)
+MNIST_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 @dataclass
@@ -190,6 +196,45 @@ def load_cifar_data(config: DataConfig, device: torch.device) -> DataBundle:
     )
 
 
+def load_mnist_data(config: DataConfig, device: torch.device) -> DataBundle:
+    """MNIST or Fashion-MNIST from ``data_dir`` (torchvision layout: ``MNIST/raw/*-idx?-ubyte``,
+    ``FashionMNIST/raw/...``), read once into tensors on ``device``; validation carved from train.
+
+    60000 train / 10000 test images of 28x28 grey pixels in 10 classes; ``val_size`` (default 5000) of
+    the training images, drawn with ``split_seed``, are the validation split. No augmentation (flips
+    would change digits). Never downloads: a missing or unreadable data set raises ConfigError naming
+    the prepare command.
+    """
+    from torchvision import datasets
+
+    cls = getattr(datasets, MNIST_SETS[config.name])
+    root = str(config.data_dir)
+    prepare = f"run `python -m snnconv.data prepare {config.name} --data-dir {root}`"
+    try:
+        train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
+    except (OSError, RuntimeError, AssertionError, TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"data.data_dir: {config.name} is missing or unreadable in {root!r} (torchvision reads "
+                          f"{cls.__name__}/raw/*-idx?-ubyte there); {prepare}") from error
+    for part, found in (("train", train), ("test", test)):
+        if (found.data.dim() != 3 or tuple(found.data.shape[1:]) != (28, 28) or len(found.targets) != len(found.data)
+                or found.targets.numel() == 0 or not 0 <= int(found.targets.min()) <= int(found.targets.max()) < 10):
+            raise ConfigError(f"data.data_dir: the {part} split of {config.name} in {root!r} is not 28x28 images with "
+                              f"as many labels in 0..9 (images {tuple(found.data.shape)}, labels "
+                              f"{tuple(found.targets.shape)}); {prepare}")
+    val_size = config.val_size or DEFAULT_VAL_SIZE[config.name]
+    if val_size >= len(train.targets):
+        raise ConfigError(f"data.val_size: {val_size} leaves no training images of {config.name}'s "
+                          f"{len(train.targets)}; use fewer")
+    images = torch.cat([train.data, test.data]).unsqueeze(1).to(torch.float32).div_(255.0)
+    (mean,), (std,) = NORMALISATION[config.name]
+    images.sub_(mean).div_(std)
+    labels = torch.cat([train.targets, test.targets]).to(torch.int64)
+    count = len(train.targets)
+    train_idx, val_idx = _split(count, (count - val_size, val_size), config.split_seed)
+    splits = [train_idx, val_idx, torch.arange(count, count + len(test.targets))]
+    return _tensor_bundle(config.name, images, labels, splits, config, device, 10)
+
+
 def load_imagenet_data(config: DataConfig, device: torch.device) -> DataBundle:
     """ImageNet as an ImageFolder with ``train/`` and ``val/``; validation carved from train/."""
     from torchvision import datasets
@@ -218,13 +263,15 @@ def load_data(config: DataConfig, device: torch.device | str = "cpu") -> DataBun
     loaders = {
         "digits": load_digits_data,
         "synthetic": load_synthetic_data,
+        "mnist": load_mnist_data,
+        "fashion-mnist": load_mnist_data,
         "cifar10": load_cifar_data,
         "cifar100": load_cifar_data,
         "imagenet": load_imagenet_data,
     }
     if config.name not in loaders:
         raise ConfigError(f"data.name: unknown data set {config.name!r}; allowed: {', '.join(loaders)}")
-    if config.name in ("cifar10", "cifar100", "imagenet") and config.data_dir is None:
+    if config.name in FOLDER_SETS and config.data_dir is None:
         raise ConfigError(f"data.data_dir: {config.name} needs a local data directory")
     return loaders[config.name](config, device)
 
@@ -235,6 +282,8 @@ def data_shape(config: DataConfig) -> tuple[int, int, int]:
         return 10, 1, 8
     if config.name == "synthetic":
         return config.num_classes, config.channels, config.image_size
+    if config.name in MNIST_SETS:
+        return 10, 1, 28
     if config.name == "cifar10":
         return 10, 3, 32
     if config.name == "cifar100":
@@ -270,7 +319,8 @@ def describe_data(bundle: DataBundle, config: DataConfig) -> DataFacts:
     """The :class:`DataFacts` of ``bundle`` (loaded from ``config``).
 
     The digest hashes, per split, its size and content: the image and label tensors of an
-    in-memory set (digits, synthetic: well under a megabyte); for a folder set the split's indices
+    in-memory set (digits, synthetic: well under a megabyte; MNIST / Fashion-MNIST: 220 MB of normalised
+    float32, about a second); for a folder set the split's indices
     into the underlying data set and that set's own arrays (CIFAR: its uint8 images and labels) or
     file list (ImageNet: relative paths and labels), never the decoded images.
     """

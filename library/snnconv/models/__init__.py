@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..layers import QCFS, ActivationFactory, check_levels_value, is_activation
+from .lenet import LeNet5
 from .resnet import BasicBlock, ResNet
 from .small import SmallCNN
 from .vgg import VGG
 
 #: model names accepted by :func:`build_model`
-MODELS = ("small", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34")
+MODELS = ("small", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "lenet5")
 
 #: default dropout of each family (configurable per trial)
-DEFAULT_DROPOUT = {"small": 0.0, "vgg": 0.5, "resnet": 0.0}
+DEFAULT_DROPOUT = {"small": 0.0, "lenet5": 0.0, "vgg": 0.5, "resnet": 0.0}
 
 
 def build_model(
@@ -37,6 +38,7 @@ def build_model(
 ) -> nn.Module:
     """Build model ``name`` with activations from ``activation``.
 
+    ``lenet5`` is for 28x28 grey images (MNIST, Fashion-MNIST; any side >= 12 works).
     The head (VGG) or stem (ResNet) follows the input: ``image_size >= 64`` gets the ImageNet
     variant, smaller inputs the CIFAR one. ``levels`` sets a per-layer QCFS L list
     (see :func:`set_levels`).
@@ -47,6 +49,9 @@ def build_model(
     if name == "small":
         model = SmallCNN(activation, num_classes, in_channels, image_size,
                          DEFAULT_DROPOUT["small"] if dropout is None else dropout)
+    elif name == "lenet5":
+        model = LeNet5(activation, num_classes, in_channels, image_size,
+                       DEFAULT_DROPOUT["lenet5"] if dropout is None else dropout)
     elif name.startswith("vgg"):
         model = VGG(name, activation, num_classes, in_channels, "imagenet" if large else "cifar",
                     DEFAULT_DROPOUT["vgg"] if dropout is None else dropout)
@@ -128,6 +133,6 @@ def get_levels(model: nn.Module) -> list[int]:
 
 
 __all__ = [
-    "MODELS", "BasicBlock", "LayerInfo", "ResNet", "SmallCNN", "VGG", "activation_layers",
+    "MODELS", "BasicBlock", "LayerInfo", "LeNet5", "ResNet", "SmallCNN", "VGG", "activation_layers",
     "build_model", "fan_in", "get_levels", "set_levels", "weight_layers",
 ]

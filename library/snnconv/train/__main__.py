@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     """Train (or load from the cache) one stage-1 model and print its accuracies."""
     parser = argparse.ArgumentParser(prog="python -m snnconv.train", description=main.__doc__)
     parser.add_argument("--config", help="trial config YAML (overridden by the flags below)")
-    parser.add_argument("--model", help="small, vgg11..vgg19, resnet18, resnet34")
-    parser.add_argument("--dataset", help="digits, synthetic, cifar10, cifar100, imagenet")
-    parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet (python -m snnconv.data prepare fills it)")
+    parser.add_argument("--model", help="small, lenet5, vgg11..vgg19, resnet18, resnet34")
+    parser.add_argument("--dataset", help="digits, synthetic, mnist, fashion-mnist, cifar10, cifar100, imagenet")
+    parser.add_argument("--data-dir", help="folder holding MNIST, Fashion-MNIST, CIFAR or ImageNet "
+                                             "(python -m snnconv.data prepare fills it)")
     parser.add_argument("--method", help="activation of stage 1: rnl (Rate Norm) or qcfs")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
