@@ -33,6 +33,9 @@ SPEC = {
               "qcfs": {"stage1_levels": 4, "finetune_epochs": 1, "t_max": 12}},
     "space": {"rnl": {"rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0, "zero_fraction": 0.3}},
               "qcfs": {"qcfs.levels": {"type": "choice", "values": ["uniform", "halve-middle", "front-heavy"]}}},
+    # figures made up for this test, printed beside the report's fixed-latency table
+    "published": [{"label": "made up", "method": "qcfs", "source": "this test", "ann": 90.0, "accuracy": {4: 50.0}},
+                  {"label": "also made up", "method": "rnl", "source": "this test", "accuracy": {8: 60.0, 64: 70.0}}],
 }
 
 
@@ -108,6 +111,34 @@ def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
         assert expected, front
         assert set(table.loc[table[f"front_{front}"], "run_id"]) == expected, front
     assert "pareto_latency (" in sweep.stdout and "pareto_omega (" in sweep.stdout
+
+    # the papers' table: at each T, the run with the best validation accuracy there (recomputed here from the
+    # logged curves), its test accuracy; the published figures beside it, ours minus theirs
+    fixed = pd.DataFrame(json.loads((folder / "summary.json").read_text())["fixed_latency"])
+    assert "accuracy at fixed latencies" in report.stdout and "[made up] this test" in report.stdout
+    for method, (val_key, test_key) in {"rnl": ("val_snn_acc_t", "snn_acc_t"),
+                                        "qcfs": ("val_if_snn_acc_t", "if_snn_acc_t")}.items():
+        rows = fixed[fixed["method"] == method].set_index("latency")
+        mine = [run for run in runs.values() if run.data.params["method"] == method]
+        for step in (1, 2, 4, 8, 16):
+            row = rows.loc[f"T = {step} IF steps"]
+            if step > 12:  # beyond T_max
+                assert row["run"] == "-"
+                continue
+            def history(run, key):
+                return {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+            curves = {run.info.run_name: (history(run, val_key), history(run, test_key)) for run in mine}
+            best = max(value[0][step] for value in curves.values())
+            assert curves[row["run"]][0][step] == best and row["test acc"] == curves[row["run"]][1][step]
+    qcfs = fixed[fixed["method"] == "qcfs"].set_index("latency")
+    assert qcfs.loc["T = 4 IF steps", "published"] == "50.00 [made up]"
+    difference = qcfs.loc["T = 4 IF steps", "test acc"] - 50
+    assert qcfs.loc["T = 4 IF steps", "ours − published"] == f"{difference:+.2f} [made up]"
+    assert qcfs.loc["ANN", "published"] == "90.00 [made up]"
+    assert fixed.loc[fixed["method"] == "rnl"].set_index("latency").loc["T = 64 IF steps", "published"] == \
+        "70.00 [also made up]"
+    assert sum(latency.startswith("PASCAL T_eff") for latency in qcfs.index) >= 1
 
     # `mlflow ui` started in that folder with no arguments serves the same runs
     port = free_port()

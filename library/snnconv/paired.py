@@ -20,8 +20,8 @@ A comparison needs both runs' results on the same images (the same data digest a
 a run logged before these results existed, or whose comparison cannot be made, gets no tie tag.
 Nothing here knows MLflow; ``snnconv.tracking`` reads the artifacts.
 
->>> round(mcnemar_exact_p(0, 1), 3), round(mcnemar_exact_p(0, 6), 4)
-(1.0, 0.0312)
+>>> round(mcnemar_exact_p(0, 1), 3), round(mcnemar_exact_p(0, 6), 5)
+(1.0, 0.03125)
 """
 
 from __future__ import annotations

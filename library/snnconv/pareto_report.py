@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import html
 import json
 import sys
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import paired, tracking
+from .fixed_latency import STEP_CURVES, Published, fixed_latency_table, parse_published, references_text
 from .pareto import (
     FRONT_NAMES,
     JOINT,
@@ -292,13 +294,14 @@ def summary_dict(analysis: ParetoAnalysis) -> dict[str, Any]:
 
 def write_report(analysis: ParetoAnalysis, folder: Path | str, *, title: str, name: str = "this sweep",
                  facts: Mapping[str, str] | None = None, curves: Mapping[str, Mapping[str, pd.Series]] | None = None,
-                 comparison: Comparison | None = None) -> Report:
+                 comparison: Comparison | None = None, fixed: FixedLatency | None = None) -> Report:
     """Write the report folder: plots, ``pareto.csv``, ``summary.json``, ``report.md``, ``report.html``.
 
     ``name`` labels this sweep beside a comparison; ``facts`` are shown at the top (e.g. sweep id,
     experiment); ``curves`` maps a stepped metric ("val_snn_acc_t", "snn_acc_t") to ``{run_id:
     Series(value, index=step t)}``; ``comparison`` adds both sweeps' fronts on one plot per front
-    and their hypervolumes.
+    and their hypervolumes; ``fixed`` adds the papers' table (accuracy at fixed latencies, the published figures
+    beside it).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -307,9 +310,15 @@ def write_report(analysis: ParetoAnalysis, folder: Path | str, *, title: str, na
     summary = summary_dict(analysis)
     if comparison is not None:
         summary["comparison"] = {"name": comparison.name, **summary_dict(comparison.analysis)}
+    if fixed is not None:
+        summary["fixed_latency"] = fixed.table.to_dict(orient="records")
+        summary["published"] = [dataclasses.asdict(item) for item in fixed.published]
     summary_path = folder / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
     sections = _report_sections(analysis, name, plots, comparison)
+    if fixed is not None:
+        sections.insert(len(sections) - (len(analysis.specs) if comparison is not None else 0),
+                        _Section("Accuracy at fixed latencies (the papers' format)", fixed.text(), table=fixed.table))
     facts = dict(facts or {})
     markdown = folder / "report.md"
     markdown.write_text(_render_markdown(title, facts, sections))
@@ -344,6 +353,39 @@ def _write_plots(analysis: ParetoAnalysis, name: str, folder: Path, curves: Mapp
         plots.update({f"compare_{spec.name}": plot_compare(sweeps, spec.name, folder / f"compare_{spec.name}.png")
                       for spec in analysis.specs})
     return plots
+
+
+@dataclass
+class FixedLatency:
+    """The papers' table of a sweep (``fixed_latency.fixed_latency_table``) and the published figures in it."""
+
+    table: pd.DataFrame
+    published: Sequence[Published] = ()
+
+    def text(self) -> str:
+        text = ("For each method and latency: the run with the best validation accuracy there, and its test accuracy "
+                "with the 95 % Wilson interval (rnl: its IF curve; qcfs: its QCFS → IF rate-coded curve, the QCFS "
+                "paper's format, and its PASCAL operating points at each T_eff present; ANN: the best validation "
+                "ANN). Each row chooses on its own, so rows may name different runs.")
+        if self.published:
+            text += " Published figures beside ours, ours minus theirs: " + "; ".join(
+                f"[{item.label}] {item.source}" for item in self.published) + "."
+        else:
+            text += " This sweep's preset names no published figures."
+        return text
+
+
+def fixed_latency_of(sweep: tracking.SweepRuns) -> FixedLatency:
+    """The papers' table of ``sweep``: the stepped curves of its finished runs and its logged published figures."""
+    client = tracking.client_for(sweep.tracking_uri)
+    published = parse_published(tracking.published_figures(client, sweep.sweep_id), list(STEP_CURVES))
+    trials = sweep.trials
+    curves: dict[str, dict[str, pd.Series]] = {}
+    for method, keys in STEP_CURVES.items():
+        run_ids = trials.loc[(trials["status"] == "FINISHED") & (method_names(trials) == method), "run_id"].tolist()
+        for key in keys:
+            curves[key] = tracking.metric_histories(sweep.tracking_uri, run_ids, key) if run_ids else {}
+    return FixedLatency(fixed_latency_table(trials, curves, published), published)
 
 
 @dataclass
@@ -644,10 +686,17 @@ def _run(args: argparse.Namespace) -> int:
     folder = args.out or Path("reports") / sweep.sweep_name
     if args.out is None:
         check_report_folder(folder)  # --out was checked before anything was read
+    fixed = None if legacy else fixed_latency_of(sweep)
     report = write_report(analysis, folder, title=f"Pareto fronts of {sweep.sweep_name}", name=sweep.sweep_name,
                           facts=_facts(sweep, other, analysis), curves=_curves(sweep, analysis),
-                          comparison=comparison)
+                          comparison=comparison, fixed=fixed)
     _print_summary(sweep.sweep_name, analysis, comparison)
+    if fixed is not None:
+        print("accuracy at fixed latencies (the papers' format; chosen on validation, test reported):")
+        print(format_table(fixed.table))
+        if fixed.published:
+            print(references_text(fixed.published))
+        print()
     if args.log_to_mlflow:
         tracking.attach_report(sweep.tracking_uri, sweep.sweep_id, report.folder)
         print(f"report attached to run {sweep.sweep_id} under report/")

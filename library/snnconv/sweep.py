@@ -25,6 +25,7 @@ from typing import Any
 from . import paired, tracking, trial_record
 from .cache_dir import ENV_VAR, default_cache_dir, node_cache_dir
 from .config import ConfigError, activation_names, apply_overrides, from_dict
+from .fixed_latency import PUBLISHED_FILE
 from .sweep_spec import (
     LOG10_SUFFIX,
     OBJECTIVES,
@@ -722,11 +723,14 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
     else:
         run_name = f"sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         storage_dir = storage / run_name
-        flat = _flatten({"sweep": {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("trial", "space")},
+        flat = _flatten({"sweep": {k: v for k, v in dataclasses.asdict(spec).items()
+                                   if k not in ("trial", "space", "published")},
                          "trial": bases, "space": spec.space})
         tracker = tracking.start_sweep(tracking_uri, spec.experiment, run_name, flat,
                                        {"snnconv.preset": spec.name, "snnconv.storage": str(storage_dir),
                                         tracking.SELECT_ON_TAG: spec.select_on}, options.tracking_retry_s)
+        if spec.published:  # the papers' figures, for the report's fixed-latency table
+            tracker.client.log_dict(tracker.parent_run_id, {"published": spec.published}, PUBLISHED_FILE)
         storage_dir.mkdir(parents=True, exist_ok=True)
         _state_path(storage_dir).write_text(json.dumps(dataclasses.asdict(tracker), indent=2))
 

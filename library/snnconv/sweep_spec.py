@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import METHODS, ConfigError, _from_dict, activation_names, apply_overrides, from_dict, load_yaml
+from .fixed_latency import parse_published
 from .tracking import DEFAULT_EXPERIMENT
 
 SEARCHES = ("random", "grid", "optuna")
@@ -79,6 +80,9 @@ class SweepSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: method -> {dotted config key: spec}
     space: dict[str, Any] = field(default_factory=dict)
+    #: the papers' figures for this model and data set, printed beside the report's fixed-latency table
+    #: (``snnconv.fixed_latency``): a list of {label, method, source, accuracy: {T: percent}, ann: percent}
+    published: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_spec(preset: str | None = None, config_file: str | None = None, presets_dir: str | Path | None = None,
@@ -128,6 +132,7 @@ def validate_spec(spec: SweepSpec) -> None:
         raise ConfigError(f"gpus_per_trial: must be zero or positive, got {spec.gpus_per_trial!r}")
     if spec.max_failures < 0:
         raise ConfigError(f"max_failures: must be zero or positive, got {spec.max_failures!r}")
+    parse_published(spec.published, spec.methods)
     for section in ("space", "overrides"):
         unknown = [m for m in getattr(spec, section) if m not in METHODS]
         if unknown:

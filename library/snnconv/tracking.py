@@ -283,6 +283,7 @@ def image_results(client: MlflowClient | RetryingClient, runs: pd.DataFrame) -> 
     column = f"tag_{IMAGE_RESULTS_TAG}"
     if column not in runs.columns:
         return {}
+    _quiet_downloads()
     run_ids = [run_id for run_id, tag in zip(runs["run_id"], runs[column]) if tag == IMAGE_RESULTS_FILE]
     with tempfile.TemporaryDirectory(prefix="snnconv-images-") as folder:
         def read(run_id: str) -> ImageResults:
@@ -291,6 +292,28 @@ def image_results(client: MlflowClient | RetryingClient, runs: pd.DataFrame) -> 
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             return dict(zip(run_ids, pool.map(read, run_ids)))
+
+
+def _quiet_downloads() -> None:
+    """No progress bar per small artifact read (MLflow draws one per download), unless the user asked for them."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def published_figures(client: MlflowClient | RetryingClient, sweep_id: str) -> list[dict[str, Any]]:
+    """The papers' figures the sweep logged on its parent run (``published.json``; [] when it logged none)."""
+    from .fixed_latency import PUBLISHED_FILE
+
+    if PUBLISHED_FILE not in {item.path for item in client.list_artifacts(sweep_id)}:
+        return []
+    _quiet_downloads()
+    with tempfile.TemporaryDirectory(prefix="snnconv-published-") as folder:
+        path = client.download_artifacts(sweep_id, PUBLISHED_FILE, folder)
+        entries = list(json.loads(Path(path).read_text()).get("published", []))
+    for entry in entries:  # JSON keeps the time steps as text
+        if isinstance(entry.get("accuracy"), dict):
+            entry["accuracy"] = {int(step) if str(step).isdigit() else step: value
+                                 for step, value in entry["accuracy"].items()}
+    return entries
 
 
 # =============================================================================================
