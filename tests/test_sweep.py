@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,56 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
 
 
 @pytest.mark.ray
+def test_repeats_run_each_configuration_with_k_seeds_and_the_front_takes_their_mean(tmp_path, ray_local):
+    import statistics
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = load_spec(config_file=str(write_spec(tmp_path, search="optuna", repeats=3, seed=5)))
+    outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
+    client, configurations = children(uri, outcome.parent_run_id)
+    assert len(configurations) == 4 and {r.info.status for r in configurations} == {"FINISHED"}
+    # each seed's stage-1 network trained once, before the trials
+    assert sorted(fact["method"] for fact in outcome.stage1) == sorted(
+        [f"{m}{s}" for m in ("rnl", "qcfs") for s in ("", "-seed6", "-seed7")])
+    assert len({fact["key"] for fact in outcome.stage1}) == 6
+    results = {}
+    for path in (tmp_path / "ray").rglob("result.json"):  # what Tune (and so Optuna) was told at the end
+        last = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][-1]
+        results[last["mlflow_run_id"]] = last
+    for configuration in configurations:
+        params, metrics = configuration.data.params, configuration.data.metrics
+        assert params["repeats"] == "3" and params["seed"] == "5"
+        seeds = client.search_runs([configuration.info.experiment_id],
+                                   f"tags.`mlflow.parentRunId` = '{configuration.info.run_id}'")
+        assert sorted(int(run.data.params["seed"]) for run in seeds) == [5, 6, 7]  # three runs per configuration
+        assert {r.info.status for r in seeds} == {"FINISHED"}
+        drawn = [k for k in ("method", "lam", "sharescale", "levels", "levels_profile") if k in params]
+        for run in seeds:  # the same drawn settings, a complete trial each, on no front of its own
+            assert {k: run.data.params[k] for k in drawn} == {k: params[k] for k in drawn}
+            assert "image_results.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert not any(tag.startswith("pareto_") for tag in run.data.tags)
+        for name in ("val_acc_op", "acc_op", "t_op", "energy_op_mj", "val_ann_acc"):
+            values = [run.data.metrics[name] for run in seeds]
+            assert metrics[name] == pytest.approx(statistics.fmean(values), abs=1e-9), name
+            if name in ("val_acc_op", "acc_op", "t_op"):
+                assert metrics[f"{name}_std"] == pytest.approx(statistics.stdev(values), abs=1e-9), name
+                assert (metrics[f"{name}_min"], metrics[f"{name}_max"]) == (min(values), max(values))
+        curve = "val_snn_acc_t" if params["method"] == "rnl" else "val_if_snn_acc_t"
+        mean = {m.step: m.value for m in client.get_metric_history(configuration.info.run_id, curve)}
+        seeds_curves = [{m.step: m.value for m in client.get_metric_history(r.info.run_id, curve)} for r in seeds]
+        assert mean == pytest.approx({t: statistics.fmean(c[t] for c in seeds_curves) for t in range(1, 9)})
+        # Optuna was told the mean; the front is on the configurations' means
+        told = results[configuration.info.run_id]
+        assert told["val_acc_op"] == pytest.approx(metrics["val_acc_op"]) and told["t_op"] == pytest.approx(
+            metrics["t_op"])
+        assert configuration.data.tags["pareto_latency"] in ("true", "false")
+    means = {r.info.run_id: (r.data.metrics["val_acc_op"], r.data.metrics["t_op"]) for r in configurations}
+    front = {run_id for run_id, (acc, cost) in means.items()
+             if not any(a >= acc and c <= cost and (a, c) != (acc, cost) for a, c in means.values())}
+    assert {r.info.run_id for r in configurations if r.data.tags["pareto_latency"] == "true"} == front
+
+
+@pytest.mark.ray
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path = write_spec(tmp_path, methods=["rnl"], search="grid", num_samples=1,
@@ -606,3 +657,52 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path):
     finished = [r for r in after if r.info.status == "FINISHED"]
     trial_ids = [r.data.tags["trial_id"] for r in after]
     assert len(finished) == 4 and len(after) == 4 and len(set(trial_ids)) == 4
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_an_interrupted_sweep_with_repeats_resumes_without_running_a_seed_twice(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = write_spec(tmp_path, methods=["rnl"], num_samples=2, max_concurrent=1, repeats=2,
+                      trial={**TINY["trial"], "rnl": {"epochs": 3, "inspect_interval": 2, "t_max": 32}})
+    command = [sys.executable, str(ROOT / "sweeps" / "lambda_sweep.py"), "--config", str(path), "--tracking-uri", uri,
+               "--storage-path", str(tmp_path / "ray"), "--num-cpus", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def seed_runs(status: str | None = None):
+        query = "tags.`snnconv.seed_of` != ''" + (f" and attributes.status = '{status}'" if status else "")
+        return MlflowClient(uri).search_runs(["1"], query)
+
+    try:
+        deadline = time.time() + 300
+        while True:  # interrupt once the first seed of the first configuration has finished
+            assert process.poll() is None and time.time() < deadline, "no seed finished"
+            try:
+                if seed_runs("FINISHED"):
+                    break
+            except Exception:  # noqa: BLE001 - the store is not there yet
+                pass
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        process.wait(120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = {run.info.run_id for run in seed_runs("FINISHED")}
+    assert not seed_runs("RUNNING"), "an interrupt left a seed run RUNNING"
+    assert 1 <= len(done_before) < 4, "the sweep finished before the interrupt"
+
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    state = json.loads(next((tmp_path / "ray").glob("*/snnconv_sweep.json")).read_text())
+    client, configurations = children(uri, state["parent_run_id"])
+    assert len(configurations) == 2 and {r.info.status for r in configurations} == {"FINISHED"}
+    for configuration in configurations:
+        _, seeds = children(uri, configuration.info.run_id)
+        assert sorted(r.data.params["seed"] for r in seeds) == ["0", "1"] and {r.info.status for r in seeds} == {
+            "FINISHED"}
+    # the seeds that had finished were kept, not run again
+    assert done_before <= {run.info.run_id for run in seed_runs("FINISHED")} and len(seed_runs()) == 4

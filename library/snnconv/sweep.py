@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paired, tracking, trial_record
+from . import paired, repeats, tracking, trial_record
 from .cache_dir import ENV_VAR, default_cache_dir, node_cache_dir
 from .config import ConfigError, activation_names, apply_overrides, from_dict
 from .fixed_latency import PUBLISHED_FILE
@@ -160,6 +160,9 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     if not spec.share_stage1:
         config.cache_dir = str(Path(config.cache_dir) / f"trial-{trial_id}")
     node = {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
+    if spec.repeats > 1:  # the configuration's run, with one nested run per seed
+        _repeated_trial(config, spec.repeats, tracker, trial_id, context.get_trial_name(), node)
+        return
     clock = time.perf_counter()
     start = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config), node)
     if start.state == "finished":  # MLflow already holds its result (e.g. Tune's state was older): not rerun
@@ -224,6 +227,74 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
                          WAITING: 1.0}, checkpoint=tune.Checkpoint.from_directory(str(record)))
             return
     tune.report({**report, "tracking_seconds": tracking_seconds})
+
+
+def _repeated_trial(config: Any, count: int, tracker: tracking.SweepTracker, trial_id: str, name: str,
+                    node: Mapping[str, str]) -> None:
+    """One drawn configuration run with ``count`` seeds (``snnconv.repeats``): its run under the sweep gets the
+    mean and spread of its seed runs, nested under it (each opened, run and logged like a trial of its own, so
+    a retry or ``--resume`` finds the seeds already FINISHED and does not run them again); Tune (and Optuna)
+    are told the mean. A seed whose result cannot be logged fails the configuration (Tune retries it)."""
+    from ray import tune
+
+    from .pipeline import run_trial
+
+    start = tracking.start_configuration(tracker, trial_id, name, {**trial_params(config), "repeats": count}, node)
+    if start.state == "finished":
+        tune.report({**final_report(start.metrics), "method": config.method, "mlflow_run_id": start.run_id,
+                     "from_mlflow": 1.0})
+        return
+    if start.state == "failed":
+        raise EarlierFailure(f"failed in an earlier attempt (MLflow run {start.run_id})")
+    seeds = dataclasses.replace(tracker, parent_run_id=start.run_id)  # the seed runs are this run's children
+    seed_runs = []
+    try:
+        for index, seeded in enumerate(repeats.seed_configs(config, count)):
+            run = tracking.start_trial(seeds, f"{trial_id}-seed{seeded.seed}", f"{name}-seed{seeded.seed}",
+                                       trial_params(seeded), {**node, "snnconv.seed_of": trial_id})
+            if run.state != "finished":
+                progress = tracking.ProgressLog(seeds, run.run_id)
+
+                steps = iter(range(1, 1_000_000))  # the progress metrics' step: one per report
+
+                def on_progress(stage: str, metrics: Mapping[str, float], index: int = index,
+                                progress: tracking.ProgressLog = progress, steps: Any = steps) -> None:
+                    progress.add(stage, {f"{stage}_{k}": v for k, v in metrics.items()}, next(steps))
+                    if stage in SCHEDULED_STAGES and float(metrics.get("progress", 0.0)) < 1.0:
+                        tune.report({**dict.fromkeys(REPORT_KEYS, math.nan),
+                                     "val_acc": float(metrics.get("val_acc", math.nan)), "stage": stage,
+                                     PROGRESS: (index + float(metrics.get("progress", 0.0))) / count})
+
+                try:
+                    result = run_trial(seeded, on_progress=on_progress)
+                except Exception as error:  # the seed's own code failed: recorded on its run, not retried
+                    progress.flush()
+                    tracking.end_trial(seeds, run.run_id, "FAILED", f"{type(error).__name__}: {error}\n"
+                                       + traceback.format_exc()[-3000:])
+                    raise
+                progress.flush()
+                with tempfile.TemporaryDirectory(prefix="snnconv-record-") as folder:
+                    record = trial_record.save_trial_record(
+                        result, {"stage1_key": result.stage1_key, "levels": result.levels or ""}, Path(folder),
+                        seeds, run.run_id, f"{trial_id}-seed{seeded.seed}", progress.unwritten())
+                    trial_record.log_trial_record(record, tracker.retry_s)
+                tracking.end_trial(seeds, run.run_id, "FINISHED")
+            seed_runs.append(run.run_id)
+        metrics, curves = zip(*(tracking.run_metrics(tracker.client, run_id, repeats.CURVES) for run_id in seed_runs))
+        summary = repeats.summarise(metrics)
+    except TrackingUnavailable:  # left RUNNING: Tune retries the configuration, which finds its run and its seeds
+        raise
+    except Exception as error:
+        tracking.end_trial(tracker, start.run_id, "FAILED", f"{type(error).__name__}: {error}\n"
+                           + traceback.format_exc()[-3000:])
+        raise
+    stepped = [tracking.metric(key, value, step) for key in repeats.CURVES
+               for step, value in repeats.mean_curve([c[key] for c in curves if c.get(key)]).items()
+               if all(c.get(key) for c in curves)]
+    tracking.end_trial(tracker, start.run_id, "FINISHED",
+                       metrics=[tracking.metric(key, value) for key, value in summary.items()] + stepped)
+    tune.report({**final_report(summary), "method": config.method, "mlflow_run_id": start.run_id,
+                 "repeats": float(count)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,6 +456,8 @@ def stage1_plan(spec: SweepSpec, bases: Mapping[str, dict[str, Any]]) -> dict[st
                for dotted, entry in (spec.space.get(method) or {}).items()
                for value in drawable_values(entry, config.model, spec.search)):
             plan[method] = base
+            for offset in range(1, spec.repeats):  # --repeats: each seed has its own stage-1 network
+                plan[f"{method}-seed{base['seed'] + offset}"] = {**base, "seed": base["seed"] + offset}
     return plan
 
 
@@ -736,7 +809,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions | None = None) -> SweepOutc
 
     if spec.select_on == "test":
         print(TEST_SELECTION_WARNING, file=sys.stderr, flush=True)
-    print(f"sweep {run_name}: {total} trials ({', '.join(methods)}), search {spec.search}, "
+    seeds = f" x {spec.repeats} seeds each" if spec.repeats > 1 else ""
+    print(f"sweep {run_name}: {total} trials{seeds} ({', '.join(methods)}), search {spec.search}, "
           f"scheduler {spec.scheduler}, {spec.max_concurrent} at a time, choosing on the {spec.select_on} split")
     print(f"tracking: {tracker.tracking_uri}  (parent run {tracker.parent_run_id})", flush=True)
     print(f"stage-1 cache of the trials: {cache_dir()}", flush=True)
@@ -983,6 +1057,8 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
     parser.add_argument("--resume", nargs="?", const="", help="resume the latest interrupted sweep (optionally the "
                                                              "one whose folder name starts with RESUME)")
     parser.add_argument("--seed", type=int, help="seed of the trials and the search")
+    parser.add_argument("--repeats", type=int, help="run every drawn configuration with this many seeds (seed, "
+                                                     "seed + 1, ...); fronts and Optuna use their mean (default 1)")
     parser.add_argument("--data-dir", help="folder holding CIFAR or ImageNet")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--max-failures", type=int, help="retries of a trial whose worker process died (default 1)")
@@ -998,7 +1074,7 @@ def main(argv: list[str] | None = None, presets_dir: str | Path | None = None) -
         if args.method:
             spec.methods = ["rnl", "qcfs"] if args.method == "both" else [args.method]
         for name in ("num_samples", "gpus_per_trial", "cpus_per_trial", "max_concurrent", "search", "objective",
-                     "select_on", "scheduler", "experiment", "seed", "max_failures"):
+                     "select_on", "scheduler", "experiment", "seed", "max_failures", "repeats"):
             if getattr(args, name) is not None:
                 setattr(spec, name, getattr(args, name))
         if args.data_dir:

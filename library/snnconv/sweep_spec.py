@@ -74,6 +74,9 @@ class SweepSpec:
     #: first compared with the others; later rungs at 2x, 4x ... that, up to the whole stage. Both methods
     #: count progress in this fraction, and a trial is never stopped at the end of its stage, before its result
     grace_fraction: float = 0.25
+    #: seeds per drawn configuration (``snnconv.repeats``): each runs with seed, seed + 1, ...; the
+    #: configuration's run holds their mean and spread, and Optuna is told the mean
+    repeats: int = 1
     #: the base trial config (nested, as TrialConfig)
     trial: dict[str, Any] = field(default_factory=dict)
     #: method -> nested TrialConfig values that differ for that method (e.g. the paper's stage-1 recipe)
@@ -125,6 +128,8 @@ def validate_spec(spec: SweepSpec) -> None:
     if not 0 < spec.grace_fraction < 1:
         raise ConfigError(f"grace_fraction: must be between 0 and 1 (a fraction of a trial's stage 2 or fine-tune), "
                           f"got {spec.grace_fraction!r}")
+    if isinstance(spec.repeats, bool) or not isinstance(spec.repeats, int) or spec.repeats < 1:
+        raise ConfigError(f"repeats: must be a whole number of seeds, 1 or more, got {spec.repeats!r}")
     for name in ("num_samples", "max_concurrent", "cpus_per_trial"):
         if not getattr(spec, name) > 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(spec, name)!r}")

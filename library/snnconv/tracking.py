@@ -294,6 +294,18 @@ def image_results(client: MlflowClient | RetryingClient, runs: pd.DataFrame) -> 
             return dict(zip(run_ids, pool.map(read, run_ids)))
 
 
+def run_metrics(client: MlflowClient | RetryingClient, run_id: str,
+                curves: Sequence[str] = ()) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+    """A run's latest metric values and, for each name in ``curves`` it logged, its curve {step: value}."""
+    metrics = {key: _restore_inf(value) for key, value in client.get_run(run_id).data.metrics.items()}
+    stepped = {}
+    for key in curves:
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        if history:
+            stepped[key] = {m.step: _restore_inf(m.value) for m in history}
+    return metrics, stepped
+
+
 def _quiet_downloads() -> None:
     """No progress bar per small artifact read (MLflow draws one per download), unless the user asked for them."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -608,6 +620,20 @@ def start_trial(tracker: SweepTracker, trial_id: str, run_name: str, params: Map
     return TrialStart(run.info.run_id, "new", {})
 
 
+def start_configuration(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
+                        tags: Mapping[str, str] | None = None) -> TrialStart:
+    """Like :func:`start_trial`, for a configuration run with repeats (``snnconv.repeats``), whose seed runs are
+    nested under it: an unfinished run of the trial (a retry after its worker died, or ``--resume``) is taken up
+    again rather than replaced, so the seed runs it already FINISHED are found and not run again."""
+    runs = trial_runs(tracker, trial_id)
+    unfinished = [run for run in runs if run.info.status in ("RUNNING", "KILLED")]
+    if unfinished and not any(run.info.status in ("FINISHED", "FAILED") for run in runs):
+        run_id = unfinished[0].info.run_id
+        tracker.client.update_run(run_id, status="RUNNING")
+        return TrialStart(run_id, "new", {})
+    return start_trial(tracker, trial_id, run_name, params, tags)
+
+
 def record_trial_failure(tracker: SweepTracker, trial_id: str, run_name: str, params: Mapping[str, Any],
                          error: str, kind: str = "worker") -> str:
     """Make sure ``trial_id`` has a FAILED run with an ``error`` tag (called by the driver when Tune
@@ -745,16 +771,21 @@ def metric(key: str, value: float, step: int = 0) -> Any:
 def close_unfinished(tracker: SweepTracker, status: str = "KILLED", reason: str = "",
                      keep: Iterable[str] = ()) -> int:
     """End every child run still RUNNING (e.g. stopped by ASHA or an interrupt) but the runs in ``keep``
-    (whose results wait to be logged); returns how many."""
+    (whose results wait to be logged), and the RUNNING seed runs of each such configuration run with repeats;
+    returns how many."""
     client = tracker.client
     keep = set(keep)
-    runs = [run for run in search_children(client, tracker.experiment_id, tracker.parent_run_id,
-                                           "attributes.status = 'RUNNING'") if run.info.run_id not in keep]
-    for run in runs:
+    running = "attributes.status = 'RUNNING'"
+    runs = [run for run in search_children(client, tracker.experiment_id, tracker.parent_run_id, running)
+            if run.info.run_id not in keep]
+    # a configuration with repeats: its unfinished seed runs end with it
+    seeds = [seed for run in runs if "repeats" in run.data.params
+             for seed in search_children(client, tracker.experiment_id, run.info.run_id, running)]
+    for run in runs + seeds:
         if reason:
             client.set_tag(run.info.run_id, "stopped", reason)
         client.set_terminated(run.info.run_id, status)
-    return len(runs)
+    return len(runs) + len(seeds)
 
 
 def end_sweep(tracker: SweepTracker, status: str = "FINISHED") -> None:
