@@ -355,3 +355,31 @@ def test_lenet5_converts_to_if_neurons_and_to_pascal():
     images = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(to_pascal(qcfs)(images), qcfs(images))  # exact inference: the ANN's logits
+
+
+# ------------------------------------------------------------------ the mnist preset, data and size cut
+
+
+@pytest.mark.parametrize("method", ["rnl", "qcfs"])
+def test_the_mnist_presets_trials_run_end_to_end_on_a_tiny_set(tmp_path, method):
+    """The preset's own trial settings (model, recipe, method settings), with the data cut to a tiny
+    IDX set and each stage to one short epoch: a trial finishes with its operating point, per-image results
+    and the ANN's energy."""
+    from snnconv.config import apply_overrides
+    from snnconv.pipeline import run_trial
+    from snnconv.sweep_spec import load_spec, method_base
+
+    write_tiny(tmp_path, train=300, test=60)
+    spec = load_spec("mnist", presets_dir=ROOT / "configs", validate=False)
+    assert (spec.trial["model"], spec.trial["data"]["name"], spec.num_samples, spec.methods) == (
+        "lenet5", "mnist", 8, ["rnl", "qcfs"])
+    spec.trial["data"]["data_dir"] = str(tmp_path)
+    base = method_base(spec, method)
+    cut = apply_overrides(base, {"data.val_size": 60, "data.batch_size": 32, "stage1.epochs": 1,
+                                 "cache_dir": str(tmp_path / "cache"), "rnl.t_max": 8, "qcfs.finetune_epochs": 1,
+                                 "qcfs.t_max": 4})
+    result = run_trial(cut)
+    assert result.method == method and result.data.sizes == {"train": 240, "val": 60, "test": 60}
+    assert 0 <= result.operating_point.acc_op <= 100 and result.metrics()["ann_energy_mj"] > 0
+    assert len(result.image_correct["val"]) == 60 and len(result.image_correct["test"]) == 60
+    assert result.operating_point.val_acc_op == pytest.approx(100 * result.image_correct["val"].mean())

@@ -623,8 +623,12 @@ def latency_text(row: Mapping[str, Any]) -> str:
 
 
 def interval_text(row: Mapping[str, Any], name: str) -> str:
-    """``[low, high]`` of metric ``name``'s 95 % Wilson interval (``<name>_low``, ``<name>_high``; percent),
-    "-" when the run has none."""
+    """``[low, high]`` of metric ``name``'s 95 % Wilson interval (``<name>_low``, ``<name>_high``; percent), or for
+    a configuration run with repeats ``± std (min–max)`` across its seeds; "-" when the run has neither."""
+    spread = as_number(row.get(f"{name}_std"))
+    if np.isfinite(spread):
+        low, high = as_number(row.get(f"{name}_min")), as_number(row.get(f"{name}_max"))
+        return f"± {spread:.2f} ({low:.1f}–{high:.1f})"
     low, high = as_number(row.get(f"{name}_low")), as_number(row.get(f"{name}_high"))
     return f"[{low:.1f}, {high:.1f}]" if np.isfinite(low) and np.isfinite(high) else "-"
 
@@ -797,15 +801,18 @@ def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colo
             axes.errorbar(values[shown, 0], y, yerr=[y - interval[shown, 0], interval[shown, 1] - y], fmt="none",
                           ecolor=style["colour"], elinewidth=0.8, capsize=2, alpha=0.45, zorder=1)
         dominated = finite & ~members & ~tied & (methods == method)
-        if show_dominated and dominated.any():
-            _scatter(axes, values[dominated], hollow=hollow[dominated], label=None, s=20, alpha=0.35, zorder=2,
-                     **style)
         close = finite & tied & (methods == method)
-        if show_dominated and close.any():
-            _scatter(axes, values[close], hollow=hollow[close], label=None, s=30, alpha=0.9, zorder=3,
-                     linestyle="--", **style)
         on_front = members & (methods == method)
-        _scatter(axes, values[on_front], hollow=hollow[on_front], label=method if legend else None, s=42,
+        # the method's legend entry goes on its front points, else on the first of its other points drawn
+        named = "front" if on_front.any() else ("tied" if show_dominated and close.any() else "dominated")
+        name = method if legend else None
+        if show_dominated and dominated.any():
+            _scatter(axes, values[dominated], hollow=hollow[dominated], label=name if named == "dominated" else None,
+                     s=20, alpha=0.35, zorder=2, **style)
+        if show_dominated and close.any():
+            _scatter(axes, values[close], hollow=hollow[close], label=name if named == "tied" else None, s=30,
+                     alpha=0.9, zorder=3, linestyle="--", **style)
+        _scatter(axes, values[on_front], hollow=hollow[on_front], label=name if named == "front" else None, s=42,
                  zorder=4, **style)
     order = np.argsort(values[members, 0], kind="stable")
     axes.step(values[members, 0][order], values[members, 1][order], where="post", color=colour or "0.3",
@@ -847,12 +854,20 @@ def draw_ann_energy(axes: Axes, runs: pd.DataFrame) -> None:
 
 
 def accuracy_interval(runs: pd.DataFrame, accuracy: str) -> np.ndarray:
-    """(n, 2) the 95 % Wilson interval (low, high; percent) of column ``accuracy`` of each run, from its
-    ``<accuracy>_low`` / ``<accuracy>_high`` metrics; NaN where a run has none (logged before they existed)."""
-    columns = [f"{accuracy}_low", f"{accuracy}_high"]
-    if not set(columns) <= set(runs.columns):
-        return np.full((len(runs), 2), np.nan)
-    return np.column_stack([pd.to_numeric(runs[column], errors="coerce").to_numpy(dtype=float) for column in columns])
+    """(n, 2) the bar (low, high; percent) drawn on column ``accuracy`` of each run: for a configuration run with
+    repeats (``snnconv.repeats``), its mean ± the standard deviation across its seeds (``<accuracy>_std``); for a
+    single run, the 95 % Wilson interval of its ``<accuracy>_low`` / ``<accuracy>_high`` metrics; NaN where a run
+    has neither (logged before they existed)."""
+    def column(name: str) -> np.ndarray:
+        if name not in runs.columns:
+            return np.full(len(runs), np.nan)
+        return pd.to_numeric(runs[name], errors="coerce").to_numpy(dtype=float)
+
+    bars = np.column_stack([column(f"{accuracy}_low"), column(f"{accuracy}_high")])
+    mean, spread = column(accuracy), column(f"{accuracy}_std")
+    repeated = np.isfinite(spread)
+    bars[repeated] = np.column_stack([mean - spread, mean + spread])[repeated]
+    return bars
 
 
 def _annotate(axes: Axes, rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
