@@ -30,6 +30,7 @@ from snnconv.config import ConfigError, DataConfig, TrialConfig, activation_name
 from snnconv.convert import check_convertible, to_if, to_pascal
 from snnconv.data import DEFAULT_VAL_SIZE, NORMALISATION, TensorLoader, data_shape, describe_data, load_data
 from snnconv.layers import QCFS, RateNorm, activation_factory
+from snnconv.metrics import ann_macs
 from snnconv.models import activation_layers, build_model
 from snnconv.neurons import IFNeuron
 from snnconv.prepare import LOCK_NAME, MnistSpec, PrepareError, download_spec, main, prepare_download
@@ -334,8 +335,10 @@ def test_lenet5_maps_28x28_grey_images_to_logits(kind):
     assert sum(isinstance(m, nn.AvgPool2d) for m in model.modules()) == 2
     layers = activation_layers(model)
     assert [layer.name for layer in layers] == activation_names("lenet5")
-    assert [layer.fan_in for layer in layers] == [25, 32 * 25, 64 * 5 * 5, 256]
-    assert model.classifier[1].in_features == 1600
+    assert [layer.fan_in for layer in layers] == [25, 16 * 25, 32 * 5 * 5, 256]
+    assert model.classifier[1].in_features == 800
+    macs = sum(ann_macs(model, torch.zeros(1, 1, 28, 28)).values())  # small enough to simulate on a CPU
+    assert macs == 28 * 28 * 16 * 25 + 10 * 10 * 32 * 16 * 25 + 800 * 256 + 256 * 84 + 84 * 10
 
 
 def test_lenet5_refuses_images_too_small():

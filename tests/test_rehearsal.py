@@ -181,3 +181,15 @@ def test_paper_preset_finishes_on_a_cluster_that_scales_from_zero(tmp_path, scal
         assert [m.step for m in history] == [1], (method, history)
         assert max(m.timestamp for m in history) <= first_trial
         assert f"stage 1 {method}: trained in" in sweep.stdout
+
+    if spec.get("published"):  # the papers' figures travel with the sweep; the report prints them beside ours
+        report = subprocess.run([sys.executable, str(ROOT / "analysis" / "pareto.py"), "--tracking-uri", uri,
+                                 "--out", str(tmp_path / "report")], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+        fixed = json.loads((tmp_path / "report" / "summary.json").read_text())["fixed_latency"]
+        for item in spec["published"]:
+            assert f"[{item['label']}] " in report.stdout  # its source, under the table
+            for step, value in item.get("accuracy", {}).items():
+                (row,) = [r for r in fixed if r["method"] == item["method"] and r["latency"] == f"T = {step} IF steps"]
+                assert f"{value:.2f} [{item['label']}]" in row["published"], (step, row)
