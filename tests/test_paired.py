@@ -93,7 +93,9 @@ def test_tie_tags_and_words_come_from_the_same_comparison():
     # without per-image results the words say how many could not be compared
     analysis = pareto.analyse(runs, ("latency",))
     text = paired.add_tie_columns(analysis, {"a": member})["latency"]
-    assert "2 run(s) without comparable per-image results were not compared" in text
+    assert "1 run(s) on it; no other run has per-image results to compare" in text
+    text = paired.add_tie_columns(pareto.analyse(runs, ("latency",)), {"a": member, "b": near})["latency"]
+    assert "1 more that no front member" in text and "1 run(s) without comparable per-image results" in text
 
 
 def test_the_fronts_draw_tied_runs_apart_from_dominated_ones():

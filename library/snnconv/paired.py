@@ -238,6 +238,11 @@ def tie_summary(runs: pd.DataFrame, columns: Mapping[str, np.ndarray],
         placed = np.isfinite(objective_values(runs, [TIED_FRONTS[front]])[:, 0])
         tied_off = int(sum(value is True for value in values[~on_front]))
         unknown = int(sum(value is None for value in values[placed]))
+        if unknown and unknown == int((placed & ~on_front).sum()):  # nothing could be compared
+            sentences[front] = (f"{front} front: {int(on_front.sum())} run(s) on it; no other run has per-image "
+                                f"results to compare (logged before they existed, or configurations of --repeats, "
+                                f"whose spread across seeds is drawn instead)")
+            continue
         text = (f"{front} front: {int(on_front.sum())} run(s) on it, and {tied_off} more that no front member of "
                 f"equal or lower cost beats (exact McNemar test at 5 %): {int(on_front.sum()) + tied_off} "
                 f"setting(s) the data cannot tell apart")
