@@ -133,3 +133,22 @@ def test_the_energy_front_draws_the_anns_own_energy_and_says_how_many_runs_spend
     # runs logged before the ANN's energy existed: no line, no words
     older = runs.drop(columns="ann_energy_mj")
     assert pareto.ann_energies(older) == [] and "ANN" not in front_text(pareto.analyse(older, ("energy",)), "energy")
+
+
+def test_per_image_results_are_read_back_and_an_unreadable_one_is_left_out(tmp_path):
+    from mlflow import MlflowClient
+
+    from snnconv import tracking
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("x", artifact_location=str(tmp_path / "artifacts"))
+    _, near = _pair(1)
+    runs = []
+    for results in (near, None):  # the second run's artifact is missing
+        run_id = client.create_run(experiment, tags={paired.IMAGE_RESULTS_TAG: paired.IMAGE_RESULTS_FILE}).info.run_id
+        if results is not None:
+            client.log_dict(run_id, results.to_json(), paired.IMAGE_RESULTS_FILE)
+        runs.append({"run_id": run_id, f"tag_{paired.IMAGE_RESULTS_TAG}": paired.IMAGE_RESULTS_FILE})
+    found = tracking.image_results(client, pd.DataFrame(runs))
+    assert list(found) == [runs[0]["run_id"]]  # the run whose artifact is gone cannot be compared; no error
+    assert np.array_equal(found[runs[0]["run_id"]].correct["val"], near.correct["val"])

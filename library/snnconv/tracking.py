@@ -275,7 +275,8 @@ def metric_histories(tracking_uri: str, run_ids: Iterable[str], key: str = "snn_
 
 def image_results(client: MlflowClient | RetryingClient, runs: pd.DataFrame) -> dict[str, Any]:
     """``{run_id: snnconv.paired.ImageResults}`` of the runs of the trial table ``runs`` that logged them (tag
-    ``snnconv.image_results``), read through ``client``: one artifact download per run, 8 at a time."""
+    ``snnconv.image_results``), read through ``client``: one artifact download per run, 8 at a time. A run whose
+    artifact cannot be read (deleted, another format) is left out: it cannot be compared."""
     import concurrent.futures
 
     from .paired import IMAGE_RESULTS_FILE, ImageResults
@@ -286,12 +287,18 @@ def image_results(client: MlflowClient | RetryingClient, runs: pd.DataFrame) -> 
     _quiet_downloads()
     run_ids = [run_id for run_id, tag in zip(runs["run_id"], runs[column]) if tag == IMAGE_RESULTS_FILE]
     with tempfile.TemporaryDirectory(prefix="snnconv-images-") as folder:
-        def read(run_id: str) -> ImageResults:
-            path = client.download_artifacts(run_id, IMAGE_RESULTS_FILE, str(Path(folder) / run_id))
-            return ImageResults.from_json(json.loads(Path(path).read_text()))
+        def read(run_id: str) -> ImageResults | None:
+            try:
+                path = client.download_artifacts(run_id, IMAGE_RESULTS_FILE, str(Path(folder) / run_id))
+                return ImageResults.from_json(json.loads(Path(path).read_text()))
+            except TrackingUnavailable:  # the server is away: the caller's to handle
+                raise
+            except Exception:  # noqa: BLE001 - unreadable (deleted, another format): that run cannot be compared
+                return None
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            return dict(zip(run_ids, pool.map(read, run_ids)))
+            found = dict(zip(run_ids, pool.map(read, run_ids)))
+    return {run_id: results for run_id, results in found.items() if results is not None}
 
 
 def run_metrics(client: MlflowClient | RetryingClient, run_id: str,
