@@ -235,6 +235,7 @@ def _repeated_trial(config: Any, count: int, tracker: tracking.SweepTracker, tri
     mean and spread of its seed runs, nested under it (each opened, run and logged like a trial of its own, so
     a retry or ``--resume`` finds the seeds already FINISHED and does not run them again); Tune (and Optuna)
     are told the mean. A seed whose result cannot be logged fails the configuration (Tune retries it)."""
+    import ray
     from ray import tune
 
     from .pipeline import run_trial
@@ -266,7 +267,8 @@ def _repeated_trial(config: Any, count: int, tracker: tracking.SweepTracker, tri
                                      PROGRESS: (index + float(metrics.get("progress", 0.0))) / count})
 
                 try:
-                    result = run_trial(seeded, on_progress=on_progress)
+                    # a seed given a GPU that torch cannot see fails here, with one clear error, not on the CPU
+                    result = run_trial(seeded, on_progress=on_progress, gpus_assigned=len(ray.get_gpu_ids()))
                 except Exception as error:  # the seed's own code failed: recorded on its run, not retried
                     progress.flush()
                     tracking.end_trial(seeds, run.run_id, "FAILED", f"{type(error).__name__}: {error}\n"
