@@ -3,11 +3,14 @@ status without raising, whether a port listens, and polling until something is t
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 
 def free_port() -> int:
@@ -51,6 +54,20 @@ def wait_until(predicate: Callable[[], bool], seconds: float, poll_s: float = 0.
 
 #: where Debian's ``postgresql`` package puts initdb and pg_ctl (PATH is tried first)
 POSTGRES_BIN_DIRS = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin")
+
+
+@contextlib.contextmanager
+def serving(handler: type) -> Iterator[str]:
+    """``http://127.0.0.1:PORT``: a threaded web server with request ``handler`` on a free loopback port, for the
+    body of the ``with``; shut down after it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def postgres_binaries() -> tuple[str, str] | None:

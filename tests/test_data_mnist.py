@@ -15,9 +15,8 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from snnconv.metrics import ann_macs
 from snnconv.models import activation_layers, build_model
 from snnconv.neurons import IFNeuron
 from snnconv.prepare import LOCK_NAME, MnistSpec, PrepareError, download_spec, main, prepare_download
+from tests.servers import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 #: data set name -> torchvision class (its name is the folder under data_dir)
@@ -247,14 +247,8 @@ def mirror(tmp_path, monkeypatch) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Quiet) as url:
+        yield url + "/"
 
 
 def test_prepare_downloads_missing_archives_from_the_next_mirror(tmp_path, mirror, capsys):

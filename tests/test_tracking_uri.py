@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from snnconv import tracking
-from tests.servers import free_port
+from tests.servers import free_port, serving
 
 HOST = "127.0.0.1"
 
@@ -65,14 +64,8 @@ def stop_group(process: subprocess.Popen) -> None:
 @pytest.fixture
 def not_mlflow() -> Iterator[str]:
     """A plain web server on 127.0.0.1 that answers every path with 404."""
-    server = http.server.ThreadingHTTPServer((HOST, 0), QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(QuietHandler) as url:
+        yield url
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
