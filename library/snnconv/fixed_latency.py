@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .config import ConfigError
+from .pareto import as_number
 
 #: the time steps of the papers' tables (IF steps)
 FIXED_STEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -109,7 +109,7 @@ def _finished(runs: pd.DataFrame, method: str) -> pd.DataFrame:
 def _interval(accuracy: float, images: Any) -> str:
     from .metrics import wilson_interval  # torch: imported only when a table is built
 
-    count = pd.to_numeric(pd.Series([images]), errors="coerce").iloc[0]
+    count = as_number(images)
     if not math.isfinite(accuracy) or not count or not math.isfinite(count):
         return "-"
     low, high = wilson_interval(accuracy, int(count))
@@ -149,7 +149,7 @@ def fixed_latency_table(runs: pd.DataFrame, curves: Mapping[str, Mapping[str, pd
     for method in [m for m in STEP_CURVES if m in set(runs.get("method", pd.Series(dtype=object)))]:
         finished = _finished(runs, method)
         sources = [item for item in published if item.method == method]
-        ann = [(_number(r.get("val_ann_acc")), _number(r.get("ann_acc")), r) for _, r in finished.iterrows()]
+        ann = [(as_number(r.get("val_ann_acc")), as_number(r.get("ann_acc")), r) for _, r in finished.iterrows()]
         rows.append(_row(method, "ANN", _chosen(ann), "test_images",
                          [(item.label, item.ann) for item in sources if item.ann is not None]))
         val_key, test_key = STEP_CURVES[method]
@@ -170,17 +170,12 @@ def _pascal_rows(finished: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per PASCAL T_eff present (rounded to 0.01): the best validation run at it."""
     groups: dict[float, list[tuple[float, float, Mapping[str, Any]]]] = {}
     for _, run in finished.iterrows():
-        t_eff = _number(run.get("t_op"))
+        t_eff = as_number(run.get("t_op"))
         if math.isfinite(t_eff):
-            groups.setdefault(round(t_eff, 2), []).append((_number(run.get("val_acc_op")),
-                                                           _number(run.get("acc_op")), run))
+            groups.setdefault(round(t_eff, 2), []).append((as_number(run.get("val_acc_op")),
+                                                           as_number(run.get("acc_op")), run))
     return [_row("qcfs", f"PASCAL T_eff {t_eff:.2f}", _chosen(groups[t_eff]), "test_images", [])
             for t_eff in sorted(groups)]
-
-
-def _number(value: Any) -> float:
-    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
-    return float(number) if number is not None and np.isfinite(number) else math.nan
 
 
 def references_text(published: Sequence[Published]) -> str:
