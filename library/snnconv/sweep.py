@@ -165,13 +165,8 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
         return
     clock = time.perf_counter()
     start = tracking.start_trial(tracker, trial_id, context.get_trial_name(), trial_params(config), node)
-    if start.state == "finished":  # MLflow already holds its result (e.g. Tune's state was older): not rerun
-        tune.report({**final_report(start.metrics), "method": config.method, "mlflow_run_id": start.run_id,
-                     "from_mlflow": 1.0})
+    if _earlier_outcome(start, config.method):
         return
-    if start.state == "failed":
-        raise EarlierFailure(f"failed in an earlier attempt (MLflow run {start.run_id}): "
-                             f"{start.error.splitlines()[0] if start.error else 'see its error tag'}")
     run_id = start.run_id
     tracking_seconds = time.perf_counter() - clock
     last = {key: math.nan for key in REPORT_KEYS}
@@ -229,6 +224,21 @@ def _trainable(params: dict[str, Any], *, spec: SweepSpec, bases: dict[str, dict
     tune.report({**report, "tracking_seconds": tracking_seconds})
 
 
+def _earlier_outcome(start: tracking.TrialStart, method: str) -> bool:
+    """Whether MLflow already holds the trial's outcome: a FINISHED run is reported to Tune again and not rerun
+    (True; e.g. Tune's state was older), a run whose own code failed raises :class:`EarlierFailure`."""
+    from ray import tune
+
+    if start.state == "finished":
+        tune.report({**final_report(start.metrics), "method": method, "mlflow_run_id": start.run_id,
+                     "from_mlflow": 1.0})
+        return True
+    if start.state == "failed":
+        raise EarlierFailure(f"failed in an earlier attempt (MLflow run {start.run_id}): "
+                             f"{start.error.splitlines()[0] if start.error else 'see its error tag'}")
+    return False
+
+
 def _repeated_trial(config: Any, count: int, tracker: tracking.SweepTracker, trial_id: str, name: str,
                     node: Mapping[str, str]) -> None:
     """One drawn configuration run with ``count`` seeds (``snnconv.repeats``): its run under the sweep gets the
@@ -241,12 +251,8 @@ def _repeated_trial(config: Any, count: int, tracker: tracking.SweepTracker, tri
     from .pipeline import run_trial
 
     start = tracking.start_configuration(tracker, trial_id, name, {**trial_params(config), "repeats": count}, node)
-    if start.state == "finished":
-        tune.report({**final_report(start.metrics), "method": config.method, "mlflow_run_id": start.run_id,
-                     "from_mlflow": 1.0})
+    if _earlier_outcome(start, config.method):
         return
-    if start.state == "failed":
-        raise EarlierFailure(f"failed in an earlier attempt (MLflow run {start.run_id})")
     seeds = dataclasses.replace(tracker, parent_run_id=start.run_id)  # the seed runs are this run's children
     seed_runs = []
     try:
@@ -290,9 +296,8 @@ def _repeated_trial(config: Any, count: int, tracker: tracking.SweepTracker, tri
         tracking.end_trial(tracker, start.run_id, "FAILED", f"{type(error).__name__}: {error}\n"
                            + traceback.format_exc()[-3000:])
         raise
-    stepped = [tracking.metric(key, value, step) for key in repeats.CURVES
-               for step, value in repeats.mean_curve([c[key] for c in curves if c.get(key)]).items()
-               if all(c.get(key) for c in curves)]
+    stepped = [tracking.metric(key, value, step) for key in repeats.CURVES if all(c.get(key) for c in curves)
+               for step, value in repeats.mean_curve([c[key] for c in curves]).items()]
     tracking.end_trial(tracker, start.run_id, "FINISHED",
                        metrics=[tracking.metric(key, value) for key, value in summary.items()] + stepped)
     tune.report({**final_report(summary), "method": config.method, "mlflow_run_id": start.run_id,
