@@ -1,4 +1,4 @@
-"""Benchmark: ``snnconv.pareto`` against Optuna's implementations (same inputs, same run).
+"""Benchmark: ``snnconv.pareto_arrays`` against Optuna's implementations (same inputs, same run).
 
     python -m bench.pareto [--quick]
 
@@ -30,7 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "library"))
 
-from snnconv import pareto  # noqa: E402
+from snnconv import pareto, pareto_arrays, pareto_plots  # noqa: E402
 
 
 def best_of(function: Callable[[], object], repeats: int) -> float:
@@ -86,11 +86,11 @@ def bench_masks(sizes, repeats, rng) -> list[dict]:
         for d in (2, 3):
             for n in sizes:
                 points = runs(kind, n, d, rng)
-                ours = best_of(lambda points=points, d=d: pareto.pareto_mask(points, ["min"] * d), repeats)
+                ours = best_of(lambda points=points, d=d: pareto_arrays.pareto_mask(points, ["min"] * d), repeats)
                 row = {"what": "pareto_mask", "runs": kind, "n": n, "d": d, "ours_ms": ours}
                 if optuna_mask is not None:
                     row["optuna_ms"] = best_of(lambda points=points: optuna_mask(points), repeats)
-                    row["agree"] = bool((optuna_mask(points) == pareto.pareto_mask(points, ["min"] * d)).all())
+                    row["agree"] = bool((optuna_mask(points) == pareto_arrays.pareto_mask(points, ["min"] * d)).all())
                 rows.append(row)
     return rows
 
@@ -104,12 +104,12 @@ def bench_hypervolume(sizes, repeats, rng) -> list[dict]:
             reference = np.full(d, 1.1)
             senses = ["min"] * d
             ours = best_of(lambda points=points, senses=senses, reference=reference:
-                           pareto.hypervolume(points, senses, reference), repeats)
+                           pareto_arrays.hypervolume(points, senses, reference), repeats)
             row = {"what": "hypervolume", "runs": "front", "n": n, "d": d, "ours_ms": ours}
             if optuna_hv is not None:
                 row["optuna_ms"] = best_of(lambda points=points, reference=reference: optuna_hv(points, reference),
                                            repeats)
-                row["agree"] = bool(np.isclose(pareto.hypervolume(points, ["min"] * d, reference),
+                row["agree"] = bool(np.isclose(pareto_arrays.hypervolume(points, ["min"] * d, reference),
                                                optuna_hv(points, reference), rtol=1e-9))
             rows.append(row)
     return rows
@@ -128,7 +128,7 @@ def bench_sweep_files(n: int, rng) -> dict:
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analyse_ms = best_of(lambda: pareto.analyse(table), 3)
-        files_ms = best_of(lambda: pareto.write_sweep_fronts(table, folder), 1)
+        files_ms = best_of(lambda: pareto_plots.write_sweep_fronts(table, folder), 1)
     return {"what": "sweep end", "n": n, "analyse_ms": analyse_ms, "write_sweep_fronts_ms": files_ms}
 
 

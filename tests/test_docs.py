@@ -90,14 +90,18 @@ def test_the_generated_table_covers_every_config_field_once():
             value = getattr(config, field.name)
             if dataclasses.is_dataclass(value):
                 keys += leaves(value, f"{prefix}{field.name}.")
+            elif field.name == "method_settings":  # one section per registered method
+                for name, section in value.items():
+                    keys += leaves(section, f"{prefix}{name}.")
             else:
                 keys.append(f"{prefix}{field.name}")
         return keys
 
     rows = config_reference.config_fields()
     assert [row.key for row in rows] == leaves(TrialConfig())
+    assert {"rnl.lam", "qcfs.levels", "datanorm.percentile"} <= {row.key for row in rows}
     by_key = {row.key: row for row in rows}
-    # read from the code: defaults, #: comments and validate()'s checks
+    # read from the code: defaults, #: comments and each field's declared rule (its metadata)
     assert by_key["rnl.lam"].default == "0.1" and "Rate Inference Loss" in by_key["rnl.lam"].meaning
     assert by_key["rnl.optimizer"].allowed == "one of `sgd`, `adam`"
     assert by_key["model"].allowed.startswith("one of `small`, `vgg11`")
@@ -105,6 +109,24 @@ def test_the_generated_table_covers_every_config_field_once():
     assert by_key["data.batch_size"].allowed == "> 0"  # checked in a loop over names
     assert by_key["qcfs.al_thresholds"].default == "[20.0, 30.0, 40.0]"
     assert by_key["qcfs.levels"].type == "list[int] | str | None"
+    assert by_key["datanorm.percentile"].allowed == "in (0, 100]" and by_key["dropout"].allowed == "in [0, 1)"
+    assert by_key["qcfs.al_thresholds"].allowed == "ascending" and by_key["data.download"].allowed == "`false`"
+
+
+def test_the_table_and_validate_read_the_same_declared_rule():
+    """One source: the rule a field declares is what validate checks and what the table prints."""
+    import pytest
+
+    from snnconv.config import ConfigError, apply_overrides, field_rule
+    from snnconv.methods.datanorm import DatanormConfig
+
+    (percentile,) = [f for f in dataclasses.fields(DatanormConfig) if f.name == "percentile"]
+    rule = field_rule(percentile)
+    assert rule is not None and rule.text() == "in (0, 100]"
+    for bad in (0.0, 100.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"datanorm.percentile: must be in \(0, 100\]"):
+            apply_overrides(TrialConfig(), {"datanorm.percentile": bad})
+    assert apply_overrides(TrialConfig(), {"datanorm.percentile": 100.0}).datanorm.percentile == 100.0
 
 
 def test_field_comments_read_the_lines_above_and_the_same_line():

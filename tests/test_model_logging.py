@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from snnconv import pareto_report, tracking, trial_record
+from snnconv import pareto_command, tracking, trial_record
 from snnconv.config import TrialConfig, apply_overrides
 from snnconv.data import describe_data, load_data
 from snnconv.export import build_snn, evaluate_snn
@@ -135,7 +135,7 @@ def test_register_puts_the_latency_knee_in_the_registry(logged, mlflow_store, tm
     import mlflow
 
     out = tmp_path / "report"
-    code = pareto_report.main(["--tracking-uri", logged.uri, "--out", str(out), "--register", "tiny-snn"])
+    code = pareto_command.main(["--tracking-uri", logged.uri, "--out", str(out), "--register", "tiny-snn"])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     knee = json.loads((out / "summary.json").read_text())["fronts"]["latency"]["knee_run_id"]
@@ -149,7 +149,7 @@ def test_register_puts_the_latency_knee_in_the_registry(logged, mlflow_store, tm
     metadata = mlflow.models.get_model_info("models:/tiny-snn/1").metadata
     assert evaluate_snn(model, metadata) == client.get_run(knee).data.metrics["acc_op"]
     assert metadata["method"] == method
-    code = pareto_report.main(["--tracking-uri", logged.uri, "--out", str(out), "--register", "tiny-snn"])
+    code = pareto_command.main(["--tracking-uri", logged.uri, "--out", str(out), "--register", "tiny-snn"])
     assert code == 0 and "as tiny-snn version 2" in capsys.readouterr().out  # a new version each time
 
 
@@ -164,12 +164,12 @@ def test_register_refuses_a_run_without_a_model_before_writing(logged, tmp_path,
     tracking.end_trial(tracker, start.run_id)
     tracking.end_sweep(tracker)
     out = tmp_path / "report"
-    code = pareto_report.main(["--tracking-uri", logged.uri, "--sweep", tracker.parent_run_id, "--out", str(out),
+    code = pareto_command.main(["--tracking-uri", logged.uri, "--sweep", tracker.parent_run_id, "--out", str(out),
                                "--register", "x"])
     stderr = capsys.readouterr().err
     assert code == 2 and stderr == f"error: run qcfs_bare ({start.run_id[:8]}) has no logged model\n"
     assert not out.exists()
-    code = pareto_report.main(["--tracking-uri", logged.uri, "--sweep", tracker.parent_run_id, "--out", str(out),
+    code = pareto_command.main(["--tracking-uri", logged.uri, "--sweep", tracker.parent_run_id, "--out", str(out),
                                "--fronts", "omega", "--register", "x"])
     stderr = capsys.readouterr().err
     assert code == 2 and "--register registers the knee of the latency front, which was not analysed" in stderr

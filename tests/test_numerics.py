@@ -15,12 +15,13 @@ import math
 import pytest
 import torch
 
-from snnconv import pipeline, tracking, trial_record
+from snnconv import pipeline, tracking, trial, trial_record
 from snnconv.config import ConfigError, TrialConfig, apply_overrides, load_yaml
 from snnconv.convert import to_if
 from snnconv.data import load_data
 from snnconv.layers import QCFS, RateNorm
 from snnconv.metrics import wilson_interval
+from snnconv.operating_point import PASCAL_T_EFF, OperatingPoint
 from snnconv.neurons import IFNeuron
 from snnconv.pascal import quantise_count
 from snnconv.pipeline import TrialResult, build_trial_model, run_trial, stage1_key
@@ -310,8 +311,8 @@ def test_run_trial_refuses_before_any_work(no_cuda, monkeypatch, tmp_path):
     def no_work(*args, **kwargs):
         raise AssertionError("the trial started working")
 
-    monkeypatch.setattr(pipeline, "load_data", no_work)
-    monkeypatch.setattr(pipeline, "Stage1Cache", no_work)
+    monkeypatch.setattr(trial, "load_data", no_work)
+    monkeypatch.setattr(trial, "Stage1Cache", no_work)
     config = apply_overrides(TrialConfig(), {"device": "auto", "cache_dir": str(tmp_path)})
     with pytest.raises(DeviceError, match="Ray gave this trial 1 GPU"):
         run_trial(config, gpus_assigned=1)
@@ -332,7 +333,7 @@ def test_a_trial_records_its_device(one_thread, tmp_path):
 def test_the_device_is_logged_as_params(tmp_path):
     assert {"device", "gpu_name"} <= set(tracking.TRIAL_PARAMS)
     result = TrialResult(method="qcfs", ann_acc=90.0, val_ann_acc=90.0, snn_acc=90.0, val_snn_acc=90.0,
-                         operating_point=pipeline.OperatingPoint(3.0, 90.0, 90.0, 0.1, True, pipeline.PASCAL_T_EFF),
+                         operating_point=OperatingPoint(3.0, 90.0, 90.0, 0.1, True, PASCAL_T_EFF),
                          latency_tolerance=1.0, omega=1.0, t_eff=3.0, synops=1.0, energy_mj=0.1,
                          device="cuda", gpu_name="NVIDIA H100 80GB HBM3")
     tracker = tracking.SweepTracker("sqlite:///unused.db", "0", "parent")
@@ -386,7 +387,7 @@ def test_a_result_carries_the_interval_of_each_accuracy():
     from snnconv.data import DataFacts
 
     result = TrialResult(method="rnl", ann_acc=97.5, val_ann_acc=95.0, snn_acc=96.0, val_snn_acc=94.0,
-                         operating_point=pipeline.OperatingPoint(12.0, 93.0, 95.5, 0.1, True, "IF time steps"),
+                         operating_point=OperatingPoint(12.0, 93.0, 95.5, 0.1, True, "IF time steps"),
                          latency_tolerance=1.0, omega=1.0, t_eff=12.0, synops=1.0, energy_mj=0.1,
                          data=DataFacts("digits", {"train": 1257, "val": 180, "test": 360}, "abc"))
     metrics = result.metrics()

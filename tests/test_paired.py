@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from snnconv import paired, pareto
+from snnconv import paired, pareto, pareto_plots
 from snnconv.paired import ImageResults
 
 
@@ -103,8 +103,8 @@ def test_the_fronts_draw_tied_runs_apart_from_dominated_ones():
                          "method": ["rnl"] * 3, "val_acc_op": [95.0, 94.0, 80.0], "t_op": [4.0, 5.0, 6.0]})
 
     def drawn(tied):
-        axes = pareto.new_figure().subplots()
-        pareto.draw_front(axes, runs, "val_acc_op", "t_op", tied=tied, annotate=False)
+        axes = pareto_plots.new_figure().subplots()
+        pareto_plots.draw_front(axes, runs, "val_acc_op", "t_op", tied=tied, annotate=False)
         return {(round(float(x), 3), round(float(y), 3)): collection.get_alpha()
                 for collection in axes.collections for x, y in collection.get_offsets()}, axes
 
@@ -126,13 +126,14 @@ def test_the_energy_front_draws_the_anns_own_energy_and_says_how_many_runs_spend
     analysis = pareto.analyse(runs, ("energy",))
     text = front_text(analysis, "energy")
     assert "The ANN spends 2 mJ per image" in text and "2 of the 3 front run(s) spend less" in text
-    axes = pareto.new_figure().subplots()
-    pareto.draw_ann_energy(axes, runs)
+    axes = pareto_plots.new_figure().subplots()
+    pareto_plots.draw_ann_energy(axes, runs)
     (line,) = axes.lines
     assert list(line.get_xdata()) == [2.0, 2.0] and line.get_label().startswith("ANN: 2 mJ")
     # runs logged before the ANN's energy existed: no line, no words
     older = runs.drop(columns="ann_energy_mj")
-    assert pareto.ann_energies(older) == [] and "ANN" not in front_text(pareto.analyse(older, ("energy",)), "energy")
+    assert pareto_plots.ann_energies(older) == []
+    assert "ANN" not in front_text(pareto.analyse(older, ("energy",)), "energy")
 
 
 def test_per_image_results_are_read_back_and_an_unreadable_one_is_left_out(tmp_path):

@@ -15,17 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snnconv import pareto
-from snnconv.pareto import (
-    AnalysisError,
-    ParetoWarning,
-    analyse,
-    analyse_legacy,
-    front_tags,
-    hypervolume,
-    knee_index,
-    pareto_mask,
-)
+from snnconv import pareto, pareto_plots, pareto_tables
+from snnconv.pareto import AnalysisError, ParetoWarning, analyse, analyse_legacy, front_tags
+from snnconv.pareto_arrays import hypervolume, knee_index, pareto_mask
 
 MAX_MIN = ["max", "min"]
 NAN, INF = math.nan, math.inf
@@ -433,20 +425,20 @@ def row_of(table: pd.DataFrame, name: str) -> pd.Series:
 
 def test_labels_say_which_latency():
     table = trial_table()
-    assert pareto.run_label(row_of(table, "a1")) == "λ=0.1 · 12 IF steps"
-    assert pareto.run_label(row_of(table, "f1")) == "λ=2 · 1 IF step"
-    assert pareto.run_label(row_of(table, "q1")) == "L=al · T_eff 3.2"
-    assert pareto.run_label(row_of(table, "q3")) == "L=[2,2,1,1,1,1,…] · T_eff 1.5"
-    assert pareto.run_label(row_of(table, "i1")) == "L=uniform"  # no finite t_op: no latency
-    assert pareto.run_label(row_of(table, "a1"), with_latency=False) == "λ=0.1"
-    assert pareto.converged_text(row_of(table, "a4")) == "no: raise T_max"
-    assert pareto.converged_text(row_of(table, "a1")) == "yes"
-    assert pareto.parse_levels("[8, 4]") == [8, 4] and pareto.parse_levels("8,4") is None
+    assert pareto_tables.run_label(row_of(table, "a1")) == "λ=0.1 · 12 IF steps"
+    assert pareto_tables.run_label(row_of(table, "f1")) == "λ=2 · 1 IF step"
+    assert pareto_tables.run_label(row_of(table, "q1")) == "L=al · T_eff 3.2"
+    assert pareto_tables.run_label(row_of(table, "q3")) == "L=[2,2,1,1,1,1,…] · T_eff 1.5"
+    assert pareto_tables.run_label(row_of(table, "i1")) == "L=uniform"  # no finite t_op: no latency
+    assert pareto_tables.run_label(row_of(table, "a1"), with_latency=False) == "λ=0.1"
+    assert pareto_tables.converged_text(row_of(table, "a4")) == "no: raise T_max"
+    assert pareto_tables.converged_text(row_of(table, "a1")) == "yes"
+    assert pareto_tables.parse_levels("[8, 4]") == [8, 4] and pareto_tables.parse_levels("8,4") is None
 
 
 def test_front_table_shows_both_accuracies_and_the_latency_kind():
     result = quiet_analyse(trial_table(), select_on="test")
-    text = pareto.format_table(pareto.front_table(result.front_runs("latency")))
+    text = pareto_tables.format_table(pareto_tables.front_table(result.front_runs("latency")))
     lines = text.splitlines()
     assert lines[0].split() == ["run", "method", "λ", "lr", "levels", "val_acc_op", "val", "95%", "CI", "acc_op",
                                 "test", "95%", "CI", "latency", "energy_op_mj", "omega", "converged"]
@@ -456,9 +448,9 @@ def test_front_table_shows_both_accuracies_and_the_latency_kind():
     # the intervals, where the runs logged them ("-" where not: these did not)
     table = trial_table()
     table["val_acc_op_low"], table["val_acc_op_high"] = table["val_acc_op"] - 4.0, table["val_acc_op"] + 3.0
-    shown = pareto.front_table(table)
+    shown = pareto_tables.front_table(table)
     assert list(shown["val 95% CI"])[:2] == ["[86.0, 93.0]", "[81.0, 88.0]"] and set(shown["test 95% CI"]) == {"-"}
-    legacy = pareto.format_table(pareto.front_table(legacy_table().iloc[[0, 5]], legacy=True))
+    legacy = pareto_tables.format_table(pareto_tables.front_table(legacy_table().iloc[[0, 5]], legacy=True))
     assert legacy.splitlines()[0].split() == ["run", "method", "λ", "lr", "sharescale", "levels", "snn_acc",
                                               "omega", "t_eff"]
     assert "[8, 4, 4, 1]" in legacy and " - " in legacy
@@ -472,18 +464,18 @@ def assert_png(path) -> np.ndarray:
 
 def test_draw_front_marks_methods_unconverged_runs_and_latencies():
     result = quiet_analyse(trial_table(), select_on="test")  # a4 (unconverged) is on this front
-    figure = pareto.new_figure()
+    figure = pareto_plots.new_figure()
     axes = figure.add_subplot()
-    pareto.draw_front(axes, result.runs, "acc_op", "t_op")
+    pareto_plots.draw_front(axes, result.runs, "acc_op", "t_op")
     labels = axes.get_legend_handles_labels()[1]
     assert {"rnl", "qcfs", "knee", "dominated (faded)", "unconverged (raise T_max)"} <= set(labels)
     texts = {text.get_text() for text in axes.texts}
     assert {"λ=0.05 · 16 IF steps", "L=al · T_eff 3.2", "λ=1 · 2 IF steps"} <= texts
     assert len(texts) == len(LATENCY_TEST)
     on_val = quiet_analyse(trial_table())
-    figure = pareto.new_figure()
+    figure = pareto_plots.new_figure()
     axes = figure.add_subplot()
-    pareto.draw_front(axes, on_val.runs, "val_acc_op", "t_op")
+    pareto_plots.draw_front(axes, on_val.runs, "val_acc_op", "t_op")
     assert "unconverged (raise T_max)" in axes.get_legend_handles_labels()[1]  # a4 is drawn (dominated), hollow
 
 
@@ -491,8 +483,8 @@ def test_sweep_files(tmp_path):
     table = trial_table()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ParetoWarning)
-        files = pareto.write_sweep_fronts(table, tmp_path / "sweep")
-        test_files = pareto.write_sweep_fronts(table, tmp_path / "test", select_on="test")
+        files = pareto_plots.write_sweep_fronts(table, tmp_path / "sweep")
+        test_files = pareto_plots.write_sweep_fronts(table, tmp_path / "test", select_on="test")
     assert [f.name for f in files] == ["pareto.csv", "front_latency.png", "front_energy.png", "front_omega.png"]
     widths = {f.name: assert_png(f).shape[1] for f in files[1:]}
     assert widths["front_omega.png"] > 1.5 * widths["front_latency.png"]  # one panel per method
@@ -507,12 +499,12 @@ def test_sweep_files(tmp_path):
     tested = pd.read_csv(test_files[0])
     assert names(tested, tested["front_latency"]) == LATENCY_TEST
     with pytest.raises(AnalysisError, match="select_on must be one of"):
-        pareto.write_sweep_fronts(table, tmp_path / "bad", select_on="train")
+        pareto_plots.write_sweep_fronts(table, tmp_path / "bad", select_on="train")
 
 
 def test_sweep_files_when_no_run_has_an_accuracy(tmp_path):
     for index, table in enumerate((trial_table().assign(status="FAILED"), trial_table().assign(val_acc_op=NAN))):
-        files = pareto.write_sweep_fronts(table, tmp_path / str(index))
+        files = pareto_plots.write_sweep_fronts(table, tmp_path / str(index))
         assert [f.name for f in files] == ["pareto.csv"]
         written = pd.read_csv(files[0])
         flags = [c for c in written.columns if c.startswith(("front_", "knee_"))]
@@ -525,10 +517,10 @@ def test_legacy_plot(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ParetoWarning)
         result = analyse_legacy(legacy_table())
-    assert_png(pareto.plot_front(result, "t_eff", tmp_path / "t_eff.png"))
-    assert_png(pareto.plot_front(result, "omega", tmp_path / "omega.png"))
+    assert_png(pareto_plots.plot_front(result, "t_eff", tmp_path / "t_eff.png"))
+    assert_png(pareto_plots.plot_front(result, "omega", tmp_path / "omega.png"))
     with pytest.raises(KeyError, match="was not analysed"):
-        pareto.plot_front(result, "latency", tmp_path / "latency.png")
+        pareto_plots.plot_front(result, "latency", tmp_path / "latency.png")
 
 
 def test_fronts_draw_each_accuracys_interval_as_an_error_bar():
@@ -539,9 +531,9 @@ def test_fronts_draw_each_accuracys_interval_as_an_error_bar():
     table = trial_table()
     bounds = [wilson_interval(value, 180) for value in table["val_acc_op"]]
     table["val_acc_op_low"], table["val_acc_op_high"] = zip(*bounds)
-    figure = pareto.new_figure()
+    figure = pareto_plots.new_figure()
     axes = figure.subplots()
-    pareto.draw_front(axes, table, "val_acc_op", "t_op")
+    pareto_plots.draw_front(axes, table, "val_acc_op", "t_op")
     bars = [container for container in axes.containers if isinstance(container, ErrorbarContainer)]
     drawn = {}
     for container in bars:
@@ -554,6 +546,6 @@ def test_fronts_draw_each_accuracys_interval_as_an_error_bar():
         low, high = wilson_interval(row["val_acc_op"], 180)
         assert drawn[round(row["t_op"], 6), round(low, 6)] == pytest.approx(high)
     # a sweep logged before the intervals existed: no bars, the same front
-    plain = pareto.new_figure().subplots()
-    pareto.draw_front(plain, trial_table(), "val_acc_op", "t_op")
+    plain = pareto_plots.new_figure().subplots()
+    pareto_plots.draw_front(plain, trial_table(), "val_acc_op", "t_op")
     assert not [c for c in plain.containers if isinstance(c, ErrorbarContainer)]

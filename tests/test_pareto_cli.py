@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snnconv import pareto, pareto_report, tracking
+from snnconv import pareto, pareto_command, tracking
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def store(tmp_path_factory) -> Store:
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    code = pareto_report.main(list(argv))
+    code = pareto_command.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -257,7 +257,7 @@ def test_load_sweep_reads_the_contract(store):
     assert trials.loc["f1", "status"] == "FAILED" and "NonFiniteLossError" in trials.loc["f1", "error"]
     assert trials.loc["k1", "status"] == "KILLED"
     old = tracking.load_sweep(store.uri, "legacy")
-    assert old.select_on == "" and pareto_report.sweep_is_legacy(old) and not pareto_report.sweep_is_legacy(sweep)
+    assert old.select_on == "" and pareto_command.sweep_is_legacy(old) and not pareto_command.sweep_is_legacy(sweep)
 
 
 def test_front_tags_on_the_stored_sweep_match_the_expected_tags(store):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from snnconv.config import ConfigError, TrialConfig, apply_overrides, validate_level_list
+from snnconv.config import ConfigError, TrialConfig, apply_overrides
+from snnconv.methods.qcfs import validate_level_list
 from snnconv.data import load_data
 from snnconv.layers import QCFS
 from snnconv.levels import PASCAL_LISTS, PROFILES, levels_from_al, profile_levels

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snnconv import pareto, repeats
+from snnconv import pareto_plots, pareto_tables, repeats
 from snnconv.config import TrialConfig
 from snnconv.sweep_spec import SweepSpec, validate_spec
 
@@ -49,11 +49,11 @@ def test_the_fronts_draw_a_configurations_spread_and_a_single_runs_interval():
     runs = pd.DataFrame({"val_acc_op": [90.0, 80.0], "val_acc_op_std": [1.5, np.nan],
                          "val_acc_op_low": [np.nan, 75.0], "val_acc_op_high": [np.nan, 84.0],
                          "val_acc_op_min": [88.0, np.nan], "val_acc_op_max": [92.0, np.nan]})
-    bars = pareto.accuracy_interval(runs, "val_acc_op")
+    bars = pareto_plots.accuracy_interval(runs, "val_acc_op")
     assert bars.tolist() == [[88.5, 91.5], [75.0, 84.0]]
     rows = runs.to_dict("records")
-    assert pareto.interval_text(rows[0], "val_acc_op") == "± 1.50 (88.0–92.0)"
-    assert pareto.interval_text(rows[1], "val_acc_op") == "[75.0, 84.0]"
+    assert pareto_tables.interval_text(rows[0], "val_acc_op") == "± 1.50 (88.0–92.0)"
+    assert pareto_tables.interval_text(rows[1], "val_acc_op") == "[75.0, 84.0]"
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True])

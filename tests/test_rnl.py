@@ -21,7 +21,7 @@ from snnconv.layers import (
 )
 from snnconv.metrics import OmegaRecorder, aggregate_omega, layer_omega, model_omega, omega_tensor, output_omega
 from snnconv.models import build_model
-from snnconv.pipeline import METHOD_RUNNERS, run_trial, stage1
+from snnconv.pipeline import run_trial, stage1
 from snnconv.train import ril_loss, train_ril
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -322,10 +322,9 @@ def test_stage2_is_the_same_after_a_cache_miss_and_a_hit(tmp_path):
     assert miss.acc_curve == hit.acc_curve and miss.omega == hit.omega
 
 
-def test_run_trial_refuses_unimplemented_method(digits_config, monkeypatch):
-    monkeypatch.delitem(METHOD_RUNNERS, "rnl")
-    with pytest.raises(ConfigError, match="'rnl'"):
-        run_trial(digits_config)
+def test_a_method_that_is_not_registered_is_refused_before_any_work():
+    with pytest.raises(ConfigError, match="method: unknown value 'nope'; allowed: rnl, qcfs, datanorm"):
+        apply_overrides(TrialConfig(), {"method": "nope"})
 
 
 def test_rnl_config_errors():

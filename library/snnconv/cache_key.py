@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import TrialConfig
+from .method_registry import get_method
 
 __all__ = ["CACHE_FORMAT", "stable_hash", "stage1_key"]
 
@@ -28,18 +29,16 @@ def stable_hash(payload: Mapping[str, Any], length: int = 16) -> str:
 
 
 def stage1_key(config: TrialConfig) -> str:
-    """Hash of everything that determines the stage-1 weights (not the stage-2 knobs)."""
+    """Hash of everything that determines the stage-1 weights (not the stage-2 knobs): the data, the model, the
+    stage-1 recipe, the seed, and the activation the trial's method trains with (its ``stage1_activation``,
+    so methods that train the same network share it)."""
     data = config.data
     data_fields = {"name": data.name, "batch_size": data.batch_size, "val_size": data.val_size,
                    "augment": data.augment, "cutout": data.cutout, "split_seed": data.split_seed}
     if data.name == "synthetic":
         data_fields.update(num_classes=data.num_classes, channels=data.channels, image_size=data.image_size,
                            num_train=data.num_train, num_val=data.num_val, num_test=data.num_test)
-    if config.method == "rnl":
-        activation = {"kind": "rnl", "scale_mode": config.rnl.scale_mode}
-    else:
-        activation = {"kind": "qcfs", "levels": config.qcfs.stage1_levels,
-                      "threshold": config.qcfs.threshold_init}
+    activation = get_method(config.method).stage1_activation(config)
     stage1_fields = dataclasses.asdict(config.stage1)
     if not stage1_fields["amp_on_cpu"]:  # added later: off, it leaves the keys of existing entries as they were
         del stage1_fields["amp_on_cpu"]

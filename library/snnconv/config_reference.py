@@ -5,10 +5,12 @@ is one field of :class:`~snnconv.config.TrialConfig` or of its nested sections, 
 
 * **key** - the dotted name a sweep space or :func:`~snnconv.config.apply_overrides` uses;
 * **type** and **default** - the dataclass annotation and default;
-* **allowed** - the checks :func:`~snnconv.config.validate` makes on that key (its ``_choice``,
-  ``_positive`` and ``_non_negative`` calls, and its ``ConfigError`` messages that say "must be" or
-  "allowed"), read from the source of ``validate`` with :mod:`ast`;
-* **meaning** - the field's ``#:`` comment (the lines right above the field, or one on its line).
+* **allowed** - the rule the field declares in its metadata (:class:`~snnconv.config.Rule`: choices or
+  bounds), the same object :func:`~snnconv.config.validate` checks the value with;
+* **meaning** - the field's ``#:`` doc comment (the lines right above the field, or one on its line), the
+  convention Sphinx's autodoc reads for attributes.
+
+The sections are the trial's own (``data``, ``stage1``) and one per registered conversion method.
 
 Command line::
 
@@ -16,7 +18,7 @@ Command line::
     python -m snnconv.config_reference --write docs/sweeps.md   # rewrite it between the markers
     python -m snnconv.config_reference --check docs/sweeps.md   # exit 1 when the file is stale
 
-Imports neither Ray nor MLflow (only :mod:`snnconv.config` and, to name the models, ``snnconv.models``).
+Imports neither Ray nor MLflow.
 """
 
 from __future__ import annotations
@@ -24,19 +26,18 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import importlib
 import inspect
 import re
 import sys
 import textwrap
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from . import config as config_module
-from .config import TrialConfig
+from .config import TrialConfig, field_rule
+from .method_registry import registered
 
 #: the markers around the generated table in a Markdown file
 START = "<!-- config:reference:start -->"
@@ -105,141 +106,35 @@ def _default_of(field: dataclasses.Field) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# what validate() checks, read from its source
-
-
-def _path_text(node: ast.AST, env: dict[str, str]) -> str | None:
-    """The dotted key a check names: a string literal, or an f-string over loop variables in ``env``."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        parts = []
-        for value in node.values:
-            if isinstance(value, ast.Constant):
-                parts.append(str(value.value))
-            elif isinstance(value, ast.FormattedValue) and isinstance(value.value, ast.Name) \
-                    and value.value.id in env:
-                parts.append(env[value.value.id])
-            else:
-                return None
-        return "".join(parts)
-    return None
-
-
-def _static_text(node: ast.AST) -> str | None:
-    """The literal text of a string or f-string, each placeholder written as ``{}``."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        return "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
-    return None
-
-
-def _message_rule(message: str) -> tuple[str, str] | None:
-    """(key, rule) from a ``ConfigError`` message ``"<key>: ... must be X, got {}"`` or ``"...; allowed: X"``."""
-    key, sep, rest = message.partition(": ")
-    if not sep or " " in key or "{" in key:
-        return None
-    rest = rest.split(", got", 1)[0].strip()
-    if "allowed: " in rest:
-        return key, _one_of(rest.split("allowed: ", 1)[1].strip().split(", "))
-    if "must be " in rest:
-        return key, rest[len("must be "):] if rest.startswith("must be ") else rest
-    return None
-
-
-def _one_of(values: Sequence[Any]) -> str:
-    return "one of " + ", ".join(f"`{value}`" for value in values)
-
-
-class _ValidateReader:
-    """Walks the source of ``validate`` and collects one list of rules per dotted key."""
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.module = inspect.getmodule(function)
-        self.imports: dict[str, str] = {}
-        self.rules: dict[str, list[str]] = {}
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-        self._visit(tree, {})
-
-    def _resolve(self, node: ast.AST) -> Sequence[Any] | None:
-        """The values of an allowed-values argument: a tuple/list literal or a module-level name."""
-        if isinstance(node, (ast.Tuple, ast.List)):
-            if all(isinstance(e, ast.Constant) for e in node.elts):
-                return [e.value for e in node.elts]
-            return None
-        if isinstance(node, ast.Name):
-            if node.id in self.imports:
-                return getattr(importlib.import_module(self.imports[node.id]), node.id, None)
-            return getattr(self.module, node.id, None)
-        return None
-
-    def _add(self, key: str, rule: str) -> None:
-        rules = self.rules.setdefault(key, [])
-        if rule not in rules:
-            rules.append(rule)
-
-    def _visit(self, node: ast.AST, env: dict[str, str]) -> None:
-        if isinstance(node, ast.ImportFrom) and node.level and self.module is not None:
-            package = self.module.__package__ or ""
-            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-            for alias in node.names:
-                self.imports[alias.asname or alias.name] = f"{base}.{node.module}" if node.module else base
-            return
-        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) \
-                and isinstance(node.iter, (ast.Tuple, ast.List)) \
-                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.iter.elts):
-            for element in node.iter.elts:
-                for statement in node.body:
-                    self._visit(statement, {**env, node.target.id: element.value})
-            return
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
-            key = _path_text(node.args[0], env)
-            if key is not None:
-                if node.func.id == "_choice" and len(node.args) >= 3:
-                    values = self._resolve(node.args[2])
-                    if values is not None:
-                        self._add(key, _one_of(values))
-                elif node.func.id == "_positive":
-                    self._add(key, "> 0")
-                elif node.func.id == "_non_negative":
-                    self._add(key, ">= 0")
-        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
-            message = _static_text(node.exc.args[0])
-            rule = _message_rule(message) if message else None
-            if rule is not None:
-                self._add(*rule)
-        for child in ast.iter_child_nodes(node):
-            self._visit(child, env)
-
-
-def validation_rules() -> dict[str, list[str]]:
-    """``{dotted key: [rule, ...]}``: what :func:`snnconv.config.validate` checks, read from its source."""
-    return _ValidateReader(config_module.validate).rules
-
-
-# ---------------------------------------------------------------------------------------------
 # the table
 
 
-def _walk(cls: type, prefix: str, rules: dict[str, list[str]]) -> Iterator[FieldDoc]:
+def _walk(cls: type, prefix: str) -> Iterator[FieldDoc]:
     hints = get_type_hints(cls)
     comments = field_comments(cls)
-    for field in dataclasses.fields(cls):
-        key = f"{prefix}{field.name}"
-        hint = hints[field.name]
-        if dataclasses.is_dataclass(hint):
-            yield from _walk(hint, f"{key}.", rules)
+    for item in dataclasses.fields(cls):
+        if item.name == "method_settings":  # one section per registered method, walked by config_fields
             continue
-        default = _default_of(field)
+        key = f"{prefix}{item.name}"
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _walk(hint, f"{key}.")
+            continue
+        default = _default_of(item)
+        rule = field_rule(item)
         yield FieldDoc(key=key, type=type_name(hint),
                        default="(required)" if default is dataclasses.MISSING else repr(default),
-                       allowed="; ".join(rules.get(key, [])), meaning=comments.get(field.name, ""))
+                       allowed=rule.text() if rule is not None else "", meaning=comments.get(item.name, ""))
 
 
 def config_fields(cls: type = TrialConfig) -> list[FieldDoc]:
-    """Every leaf field of ``cls`` and its nested sections, in declaration order."""
-    return list(_walk(cls, "", validation_rules()))
+    """Every leaf field of ``cls`` and its nested sections, in declaration order; for the trial config
+    also each registered method's section (``rnl.lam`` ...), in registration order."""
+    rows = list(_walk(cls, ""))
+    if cls is TrialConfig:
+        for method in registered():
+            rows.extend(_walk(method.settings, f"{method.name}."))
+    return rows
 
 
 def _cell(text: str, code: bool = False) -> str:

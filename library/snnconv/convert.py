@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from . import graph as dataflow
-from .layers import QCFS, RateNorm
+from .layers import QCFS, ClippedReLU, RateNorm
 from .models import VGG, BasicBlock, LeNet5, ResNet, SmallCNN
 from .neurons import IFNeuron, StaticInput, v_init_fraction
 
@@ -25,7 +25,7 @@ RATE_CODED_LAYERS = (
     nn.Flatten, nn.Dropout, nn.Identity,
 )
 #: activations that become IF neurons
-CONVERTIBLE_ACTIVATIONS = (RateNorm, QCFS)
+CONVERTIBLE_ACTIVATIONS = (RateNorm, QCFS, ClippedReLU)
 #: modules that only hold other modules and whose forward is known to be convertible
 KNOWN_CONTAINERS = (nn.Sequential, nn.ModuleList, SmallCNN, LeNet5, VGG, ResNet, BasicBlock)
 
@@ -62,7 +62,7 @@ def check_convertible(model: nn.Module) -> None:
             raise ValueError(f"cannot convert {_describe(name, module)}: unsupported layer; "
                              f"supported layers: {supported}")
     if activations == 0:
-        raise ValueError("cannot convert a model without RateNorm or QCFS activations")
+        raise ValueError("cannot convert a model without RateNorm, QCFS or clipped ReLU activations")
     if unknown_containers:
         _check_traced_forward(model, unknown_containers)
 
@@ -88,17 +88,17 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def if_parameters(module: nn.Module) -> tuple[float, float]:
     """``(threshold, amplitude)`` of the IF neuron replacing ``module``:
-    RateNorm -> (running_max * p + eps, 1); QCFS -> (lambda, lambda)."""
+    RateNorm -> (running_max * p + eps, 1); QCFS -> (lambda, lambda); ClippedReLU -> (its threshold, the same)."""
     if isinstance(module, RateNorm):
         return module.threshold().item(), 1.0
-    if isinstance(module, QCFS):
+    if isinstance(module, (QCFS, ClippedReLU)):
         threshold = module.threshold.item()
         return threshold, threshold
     raise TypeError(f"{type(module).__name__} has no IF equivalent")
 
 
 def replace_activations(model: nn.Module, v_init: str, record: bool = True) -> list[str]:
-    """Swap every RateNorm / QCFS of ``model`` (in place) for an IF neuron; returns their names."""
+    """Swap every RateNorm / QCFS / ClippedReLU of ``model`` (in place) for an IF neuron; returns their names."""
     fraction = v_init_fraction(v_init)
     names = []
     for name, module in list(model.named_modules()):
@@ -150,6 +150,7 @@ def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, stati
 
     * RateNorm -> IF with theta = running_max * p + eps, spike amplitude 1;
     * QCFS -> IF with theta = lambda, spike amplitude lambda;
+    * ClippedReLU (data-based normalisation) -> IF with theta = its threshold, spike amplitude theta;
     * ``v_init``: ``"zero"`` (v(0) = 0, the RNL authors) or ``"half"`` (v(0) = theta / 2, QCFS);
     * weights, biases and BN are kept (applied unchanged at every step); the last layer has no
       neuron and the simulator sums its outputs over time.
@@ -183,6 +184,6 @@ def to_if(model: nn.Module, v_init: str = "zero", *, fold_bn: bool = True, stati
 # ---------------------------------------------------------------------------------------------
 # PASCAL (spike accumulation, count coding)
 
-from .pascal import PascalSNN, to_pascal  # noqa: E402, F401  (public here; implemented in pascal.py)
+from .pascal import PascalSNN, to_pascal  # noqa: E402, F401  (public here; implemented in the pascal package)
 
 __all__ = ["PascalSNN", "check_convertible", "fold_batchnorm", "if_parameters", "to_if", "to_pascal"]

@@ -31,13 +31,17 @@ from typing import Any
 import pandas as pd
 
 from .config import ConfigError
-from .pareto import as_number
+from .method_registry import get_method, registered
+from .pareto_tables import as_number
 
 #: the time steps of the papers' tables (IF steps)
 FIXED_STEPS = (1, 2, 4, 8, 16, 32, 64)
-#: method -> (validation curve, test curve): the stepped metrics read at each fixed T
-STEP_CURVES: Mapping[str, tuple[str, str]] = {"rnl": ("val_snn_acc_t", "snn_acc_t"),
-                                              "qcfs": ("val_if_snn_acc_t", "if_snn_acc_t")}
+
+
+def step_curves() -> dict[str, tuple[str, str]]:
+    """method -> (validation curve, test curve): the stepped metrics read at each fixed T, from each registered
+    method's ``step_curves`` (rnl and datanorm their IF network's, qcfs its rate-coded IF comparison)."""
+    return {method.name: method.step_curves for method in registered() if method.step_curves is not None}
 #: the parent run's artifact with the sweep's published figures
 PUBLISHED_FILE = "published.json"
 #: the columns of the table, in order
@@ -144,15 +148,16 @@ def fixed_latency_table(runs: pd.DataFrame, curves: Mapping[str, Mapping[str, pd
                         published: Sequence[Published] = (), steps: Sequence[int] = FIXED_STEPS) -> pd.DataFrame:
     """The papers' table of a trial table ``runs`` (one row per run: ``run_id``, ``run_name``, ``status``,
     ``method``, the metrics), with ``curves[metric][run_id]`` = Series(accuracy, index = step t) of the
-    stepped metrics of :data:`STEP_CURVES`; columns :data:`COLUMNS`, one row per method and latency."""
+    stepped metrics of :func:`step_curves`; columns :data:`COLUMNS`, one row per method and latency."""
     rows = []
-    for method in [m for m in STEP_CURVES if m in set(runs.get("method", pd.Series(dtype=object)))]:
+    curve_names = step_curves()
+    for method in [m for m in curve_names if m in set(runs.get("method", pd.Series(dtype=object)))]:
         finished = _finished(runs, method)
         sources = [item for item in published if item.method == method]
         ann = [(as_number(r.get("val_ann_acc")), as_number(r.get("ann_acc")), r) for _, r in finished.iterrows()]
         rows.append(_row(method, "ANN", _chosen(ann), "test_images",
                          [(item.label, item.ann) for item in sources if item.ann is not None]))
-        val_key, test_key = STEP_CURVES[method]
+        val_key, test_key = curve_names[method]
         for step in steps:
             candidates = []
             for _, run in finished.iterrows():
@@ -161,12 +166,12 @@ def fixed_latency_table(runs: pd.DataFrame, curves: Mapping[str, Mapping[str, pd
                     candidates.append((float(val[step]), float(test[step]), run))
             rows.append(_row(method, f"T = {step} IF steps", _chosen(candidates), "test_images",
                              [(item.label, item.accuracy[step]) for item in sources if step in item.accuracy]))
-        if method == "qcfs":
-            rows += _pascal_rows(finished)
+        if get_method(method).snn == "pascal":
+            rows += _pascal_rows(method, finished)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def _pascal_rows(finished: pd.DataFrame) -> list[dict[str, Any]]:
+def _pascal_rows(method: str, finished: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per PASCAL T_eff present (rounded to 0.01): the best validation run at it."""
     groups: dict[float, list[tuple[float, float, Mapping[str, Any]]]] = {}
     for _, run in finished.iterrows():
@@ -174,7 +179,7 @@ def _pascal_rows(finished: pd.DataFrame) -> list[dict[str, Any]]:
         if math.isfinite(t_eff):
             groups.setdefault(round(t_eff, 2), []).append((as_number(run.get("val_acc_op")),
                                                            as_number(run.get("acc_op")), run))
-    return [_row("qcfs", f"PASCAL T_eff {t_eff:.2f}", _chosen(groups[t_eff]), "test_images", [])
+    return [_row(method, f"PASCAL T_eff {t_eff:.2f}", _chosen(groups[t_eff]), "test_images", [])
             for t_eff in sorted(groups)]
 
 

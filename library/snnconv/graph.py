@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from .layers import QCFS, RateNorm
+from .layers import QCFS, ClippedReLU, RateNorm
 from .neurons import IFNeuron, StaticInput
 
 #: modules tracing treats as opaque: activations and neurons
-_LEAVES = (RateNorm, QCFS, IFNeuron, StaticInput)
+_LEAVES = (RateNorm, QCFS, ClippedReLU, IFNeuron, StaticInput)
 
 
 class _LeafTracer(fx.Tracer):

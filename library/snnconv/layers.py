@@ -2,6 +2,7 @@
 
 * :class:`RateNorm` - the Rate Norm Layer of RNL+RIL (Ding et al., IJCAI 2021).
 * :class:`QCFS` - quantisation-clip-floor-shift (Bu et al., ICLR 2022), used by PASCAL.
+* :class:`ClippedReLU` - a ReLU clipped at a fixed threshold (data-based normalisation).
 
 Models never hard-code an activation: they take a factory (a zero-argument callable returning a
 fresh module, see :func:`activation_factory`), so the same architecture is built with ReLU,
@@ -92,6 +93,29 @@ class RateNorm(nn.Module):
         return f"scale_mode={self.scale_mode}, momentum={self.momentum}, lock_max={self.lock_max}"
 
 
+class ClippedReLU(nn.Module):
+    """``clamp(x, 0, threshold)``: a ReLU clipped at a fixed threshold.
+
+    Data-based normalisation (``snnconv.methods.datanorm``) puts one in place of each ReLU of a trained
+    ANN, with the p-th percentile of that layer's activations on training images as ``threshold``; it
+    converts to an IF neuron with that threshold and spike amplitude (:func:`snnconv.convert.to_if`).
+    ``threshold`` is a buffer (a 0-d float32 tensor), not trained. Computes in float32 like the others.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        if not threshold > 0:
+            raise ValueError(f"a clipped ReLU needs a positive threshold, got {threshold!r}")
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast_off(x.device.type):
+            return torch.minimum(torch.relu(full_precision(x)), self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold.item():.6g}"
+
+
 class _FloorSTE(torch.autograd.Function):
     """floor() whose backward is the identity (straight-through estimator)."""
 
@@ -147,7 +171,7 @@ def activation_factory(
     *,
     levels: int = 8,
     threshold: float = 8.0,
-    scale_init: float = 10.0,
+    scale_init: float | None = None,
     scale_mode: str = "sigmoid",
 ) -> ActivationFactory:
     """A zero-argument callable that builds one fresh activation module of ``kind``.
@@ -159,7 +183,9 @@ def activation_factory(
     if kind == "relu":
         return lambda: nn.ReLU(inplace=False)
     if kind == "rnl":
-        return lambda: RateNorm(scale_init=scale_init, scale_mode=scale_mode)
+        # unset: p ~ 1 (the authors' stage 1): sigmoid(10) = 0.99995, or |1| = 1 exactly
+        raw = (10.0 if scale_mode == "sigmoid" else 1.0) if scale_init is None else scale_init
+        return lambda: RateNorm(scale_init=raw, scale_mode=scale_mode)
     if kind == "qcfs":
         check_levels_value(levels)
         return lambda: QCFS(levels=levels, threshold=threshold)
@@ -168,7 +194,7 @@ def activation_factory(
 
 def is_activation(module: nn.Module) -> bool:
     """True for the modules a model exposes as its activation layers."""
-    return isinstance(module, (nn.ReLU, RateNorm, QCFS))
+    return isinstance(module, (nn.ReLU, ClippedReLU, RateNorm, QCFS))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import QCFS, RateNorm
+from .layers import QCFS, ClippedReLU, RateNorm
 
 # ---------------------------------------------------------------------------------------------
 # RNL: omega (section 2.4)
@@ -77,16 +77,17 @@ def aggregate_omega(hidden: Sequence[float | torch.Tensor], output: float | torc
 
 
 def rate_normaliser(module: nn.Module) -> float | torch.Tensor:
-    """What turns a layer's output into a firing rate in [0, 1]: 1 for RateNorm, lambda for QCFS."""
+    """What turns a layer's output into a firing rate in [0, 1]: 1 for RateNorm, the threshold (lambda) for
+    QCFS and for a clipped ReLU."""
     if isinstance(module, RateNorm):
         return 1.0
-    if isinstance(module, QCFS):
+    if isinstance(module, (QCFS, ClippedReLU)):
         return module.threshold
-    raise TypeError(f"{type(module).__name__} is not a RateNorm or QCFS layer")
+    raise TypeError(f"{type(module).__name__} is not a RateNorm, QCFS or clipped ReLU layer")
 
 
 class OmegaRecorder:
-    """Forward hooks recording k of every RateNorm / QCFS layer's output on the latest forward.
+    """Forward hooks recording k of every RateNorm / QCFS / clipped ReLU layer's output on the latest forward.
 
     Use as a context manager; the hooks return nothing, so the model's outputs are unchanged.
     ``values[name]`` is a 0-d tensor per layer, in forward order of registration; with
@@ -95,9 +96,9 @@ class OmegaRecorder:
 
     def __init__(self, model: nn.Module, detach: bool = True) -> None:
         self.layers = [(name, module) for name, module in model.named_modules()
-                       if isinstance(module, (RateNorm, QCFS))]
+                       if isinstance(module, (RateNorm, QCFS, ClippedReLU))]
         if not self.layers:
-            raise ValueError(f"{type(model).__name__} has no RateNorm or QCFS layer to compute omega on")
+            raise ValueError(f"{type(model).__name__} has no RateNorm, QCFS or clipped ReLU layer to compute omega on")
         self.detach = detach
         self.values: dict[str, torch.Tensor] = {}
         self._handles: list = []

@@ -2,9 +2,12 @@
 
 Everything here takes a trial table (a ``pandas.DataFrame``, one row per trial run, as
 ``snnconv.tracking.load_sweep`` reads it: ``run_id``, ``run_name``, ``status``, params such as
-``method``, ``lam``, ``levels``, and metrics) and returns arrays or writes files; none of it knows
-MLflow. ``snnconv.pareto_report`` builds the report folder and the ``analysis/pareto.py`` command
-on top of this module. A sweep calls ``front_tags`` and ``write_sweep_fronts`` at its end.
+``method``, ``lam``, ``levels``, and metrics) and returns arrays and tables; none of it knows
+MLflow. It applies ``snnconv.pareto_arrays`` (non-dominated rows, hypervolume and knee of plain
+arrays). On top of it: ``snnconv.pareto_tables`` (labels, tables, the CSV), ``snnconv.pareto_plots``
+(the PNGs), ``snnconv.pareto_report`` (the report folder) and ``snnconv.pareto_command`` (the
+``analysis/pareto.py`` command). A sweep calls ``front_tags`` and ``pareto_plots.write_sweep_fronts``
+at its end.
 
 What a front compares
 ---------------------
@@ -58,20 +61,17 @@ Definitions
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+from .method_registry import registered
+from .pareto_arrays import hypervolume, knee_index, pareto_mask
 
 #: the split a sweep selects its fronts on -> the accuracy column (percent) that is maximised
 SELECTION_ACCURACY: Mapping[str, str] = {"val": "val_acc_op", "test": "acc_op"}
@@ -83,12 +83,6 @@ ACCURACY_REFERENCE = 0.0
 JOINT = "joint"
 #: the reference point's cost is (1 + REFERENCE_MARGIN) x the largest cost seen
 REFERENCE_MARGIN = 0.1
-#: plot colour and marker per method; any other method gets ``OTHER_STYLE``
-METHOD_STYLES: Mapping[str, tuple[str, str]] = {"rnl": ("tab:blue", "o"), "qcfs": ("tab:orange", "s")}
-OTHER_STYLE = ("tab:green", "^")
-#: what Ω measures for each method (it is computed on different activations)
-OMEGA_MEANING: Mapping[str, str] = {"rnl": "Ω on Rate-Norm activations", "qcfs": "Ω on a/λ"}
-UNCONVERGED_LABEL = "unconverged (raise T_max)"
 
 
 class AnalysisError(ValueError):
@@ -165,116 +159,6 @@ def is_legacy(trials: pd.DataFrame) -> bool:
 
 
 # =============================================================================================
-# non-dominated sets, hypervolume, knee (plain arrays)
-# =============================================================================================
-
-
-def _as_minimisation(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
-    """``values`` (n, d) as float with every "max" column negated, after checking shape and senses."""
-    array = np.asarray(values, dtype=float)
-    if array.ndim != 2:
-        raise ValueError(f"values must be a 2-D array (runs x objectives), got shape {array.shape}")
-    if len(senses) != array.shape[1]:
-        raise ValueError(f"{len(senses)} senses for {array.shape[1]} objective columns")
-    bad = [s for s in senses if s not in ("max", "min")]
-    if bad:
-        raise ValueError(f"senses must be 'max' or 'min', got {bad}")
-    signs = np.array([-1.0 if s == "max" else 1.0 for s in senses])
-    return array * signs
-
-
-def pareto_mask(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
-    """Which rows of ``values`` (n runs x d objectives) are non-dominated; bool array of shape (n,).
-
-    ``senses[k]`` is "max" or "min" for column k. A row with any NaN or inf is never on the front
-    and does not dominate others. Identical rows do not dominate each other (all are on the front).
-    Works on the distinct rows in lexicographic order, where only an earlier row can dominate a
-    later one: a running minimum in 2-D (O(n log n)); above, one pass over the remaining rows per
-    front row (O(n x front size x d)).
-    """
-    points = _as_minimisation(values, senses)
-    finite = np.isfinite(points).all(axis=1)
-    mask = np.zeros(len(points), dtype=bool)
-    if finite.any():
-        distinct, inverse = np.unique(points[finite], axis=0, return_inverse=True)
-        mask[finite] = _distinct_sorted_front(distinct)[inverse.reshape(-1)]
-    return mask
-
-
-def _distinct_sorted_front(points: np.ndarray) -> np.ndarray:
-    """Front of distinct, lexicographically sorted minimisation rows (row j dominates i iff j <= i everywhere)."""
-    if points.shape[1] == 2:
-        # rows before i have a smaller x, or the same x and a smaller y: i is dominated iff one has y <= y_i
-        best_y_before = np.minimum.accumulate(np.concatenate([[np.inf], points[:-1, 1]]))
-        return points[:, 1] < best_y_before
-    # the first remaining row has no dominator left (one that was dropped would make it dropped too):
-    # it is on the front; drop every row it dominates. One vectorised pass per front row.
-    on_front = np.zeros(len(points), dtype=bool)
-    remaining = np.arange(len(points))
-    while len(remaining):
-        head, rest = remaining[0], remaining[1:]
-        on_front[head] = True
-        remaining = rest[~(points[rest] >= points[head]).all(axis=1)]
-    return on_front
-
-
-def hypervolume(values: np.ndarray, senses: Sequence[str], reference: Sequence[float]) -> float:
-    """The volume the rows of ``values`` dominate, bounded by ``reference`` (one value per column).
-
-    Rows that are not finite or not strictly better than the reference in every column add nothing.
-    Exact: a sorted staircase sum in 2-D, slicing along the last objective above that.
-    """
-    points = _as_minimisation(values, senses)
-    ref = _as_minimisation(np.asarray(reference, dtype=float)[None, :], senses)[0]
-    if not np.isfinite(ref).all():
-        raise ValueError(f"reference point must be finite, got {list(reference)}")
-    inside = np.isfinite(points).all(axis=1) & (points < ref).all(axis=1)
-    return _hypervolume_min(points[inside], ref)
-
-
-def _hypervolume_min(points: np.ndarray, ref: np.ndarray) -> float:
-    """Hypervolume of minimisation ``points`` (all strictly below ``ref``)."""
-    if len(points) == 0:
-        return 0.0
-    if points.shape[1] == 1:
-        return float(ref[0] - points[:, 0].min())
-    if points.shape[1] == 2:
-        order = np.lexsort((points[:, 1], points[:, 0]))               # by x, then y
-        x, y = points[order, 0], points[order, 1]
-        best_y = np.minimum.accumulate(y)                              # the staircase height at each x
-        widths = np.diff(np.append(x, ref[0]))
-        return float(np.sum(widths * (ref[1] - best_y)))
-    points = points[pareto_mask(points, ["min"] * points.shape[1])]
-    points = points[np.argsort(points[:, -1], kind="stable")]
-    tops = np.append(points[1:, -1], ref[-1])
-    return float(sum((top - point[-1]) * _hypervolume_min(points[:i + 1, :-1], ref[:-1])
-                     for i, (point, top) in enumerate(zip(points, tops)) if top > point[-1]))
-
-
-def knee_index(values: np.ndarray, senses: Sequence[str]) -> int | None:
-    """Row index of the knee of the 2-D front of ``values`` (n, 2); None when no row is finite.
-
-    See the module docstring for the definition.
-    """
-    points = _as_minimisation(values, senses)
-    if points.shape[1] != 2:
-        raise ValueError(f"the knee is defined for two objectives, got {points.shape[1]}")
-    rows = np.flatnonzero(pareto_mask(values, senses))
-    if len(rows) == 0:
-        return None
-    front = points[rows]
-    low, high = front.min(axis=0), front.max(axis=0)
-    scaled = (front - low) / np.where(high > low, high - low, 1.0)       # 0 = best, 1 = worst on the front
-    chord_side = 1.0 - scaled.sum(axis=1)                                # > 0: ideal side of the end-point line
-    if chord_side.max() > 1e-12:
-        score = -chord_side
-    else:
-        score = np.hypot(scaled[:, 0], scaled[:, 1])
-    best = np.lexsort((rows, scaled[:, 0], np.round(score, 12)))[0]
-    return int(rows[best])
-
-
-# =============================================================================================
 # fronts of a trial table
 # =============================================================================================
 
@@ -300,6 +184,13 @@ def objective_values(trials: pd.DataFrame, columns: Sequence[str]) -> np.ndarray
     return values
 
 
+def unconverged_mask(trials: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: finished runs with ``converged`` = 0 (their accuracy had not settled at T_max)."""
+    if "converged" not in trials.columns:
+        return np.zeros(len(trials), dtype=bool)
+    return finished_mask(trials) & (pd.to_numeric(trials["converged"], errors="coerce").to_numpy(dtype=float) == 0)
+
+
 def method_names(trials: pd.DataFrame) -> np.ndarray:
     """(n,) object array: each run's ``method`` param, "unknown" where it is missing."""
     methods = trials["method"] if "method" in trials.columns else pd.Series([None] * len(trials), index=trials.index)
@@ -312,9 +203,16 @@ def methods_present(tables: Sequence[pd.DataFrame]) -> list[str]:
 
 
 def ordered_methods(methods: Any) -> list[str]:
-    """The distinct ``methods`` in display order: rnl, qcfs first, then the rest sorted."""
+    """The distinct ``methods`` in display order: the registered ones in registration order (rnl, qcfs,
+    datanorm), then any other sorted."""
     found = set(methods)
-    return [m for m in METHOD_STYLES if m in found] + sorted(found - set(METHOD_STYLES))
+    order = [method.name for method in registered()]
+    return [m for m in order if m in found] + sorted(found - set(order))
+
+
+def if_methods() -> list[str]:
+    """The registered methods whose operating point lies on a rate-coded IF acc(t) curve (``snn == "if"``)."""
+    return [method.name for method in registered() if method.snn == "if"]
 
 
 def front_groups(trials: pd.DataFrame, spec: FrontSpec,
@@ -446,7 +344,7 @@ class ParetoAnalysis:
 
     def unconverged(self) -> pd.DataFrame:
         """Finished runs that logged ``converged`` = 0 (their accuracy had not settled at T_max)."""
-        return self.runs[_unconverged(self.runs)]
+        return self.runs[unconverged_mask(self.runs)]
 
 
 def run_ref(row: Mapping[str, Any]) -> str:
@@ -585,345 +483,3 @@ def _front(runs: pd.DataFrame, key: str, name: str, method: str | None, objectiv
     return Front(key=key, name=name, method=method, objectives=objectives, members=members,
                  knee=knee_index(values, senses) if len(objectives) == 2 else None,
                  hypervolume=volume, hypervolume_norm=volume / box if box > 0 else math.nan, reference=ref)
-
-
-# =============================================================================================
-# labels, tables and files
-# =============================================================================================
-
-#: columns of the terminal / report front table: (column, heading); "latency" and "converged" are
-#: derived per row (``latency_text``, ``converged_text``)
-TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"), ("levels", "levels"),
-                 ("val_acc_op", "val_acc_op"), ("val_ci", "val 95% CI"), ("acc_op", "acc_op"),
-                 ("test_ci", "test 95% CI"), ("latency", "latency"), ("energy_op_mj", "energy_op_mj"),
-                 ("omega", "omega"), ("converged", "converged"))
-#: the front table of a legacy sweep (no operating point)
-LEGACY_TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"),
-                        ("sharescale", "sharescale"), ("levels", "levels"), ("snn_acc", "snn_acc"),
-                        ("omega", "omega"), ("t_eff", "t_eff"))
-
-
-def as_number(value: Any) -> float:
-    """``value`` as a float; NaN when it is missing or not a number."""
-    return float(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0])
-
-
-def latency_text(row: Mapping[str, Any]) -> str:
-    """The operating point's latency with its kind: "12 IF steps" (rnl), "T_eff 3.2" (qcfs); "" if none."""
-    t_op = as_number(row.get("t_op"))
-    if not np.isfinite(t_op):
-        return ""
-    method = row.get("method")
-    if method == "rnl":
-        steps = int(round(t_op))
-        return f"{steps} IF step{'' if steps == 1 else 's'}"
-    if method == "qcfs":
-        return f"T_eff {t_op:.3g}"
-    return f"t_op {t_op:.3g}"
-
-
-def interval_text(row: Mapping[str, Any], name: str) -> str:
-    """``[low, high]`` of metric ``name``'s 95 % Wilson interval (``<name>_low``, ``<name>_high``; percent), or for
-    a configuration run with repeats ``± std (min–max)`` across its seeds; "-" when the run has neither."""
-    spread = as_number(row.get(f"{name}_std"))
-    if np.isfinite(spread):
-        low, high = as_number(row.get(f"{name}_min")), as_number(row.get(f"{name}_max"))
-        return f"± {spread:.2f} ({low:.1f}–{high:.1f})"
-    low, high = as_number(row.get(f"{name}_low")), as_number(row.get(f"{name}_high"))
-    return f"[{low:.1f}, {high:.1f}]" if np.isfinite(low) and np.isfinite(high) else "-"
-
-
-def converged_text(row: Mapping[str, Any]) -> str:
-    """ "yes", "no: raise T_max" (``converged`` = 0), or "-" when not logged."""
-    converged = as_number(row.get("converged"))
-    if not np.isfinite(converged):
-        return "-"
-    return "yes" if converged else "no: raise T_max"
-
-
-def setting_label(row: Mapping[str, Any]) -> str:
-    """A run's setting: ``λ=<lam>`` for rnl, the L profile (or the compact L list) for qcfs."""
-    method = row.get("method")
-    lam = as_number(row.get("lam"))
-    if method == "rnl" and np.isfinite(lam):
-        return f"λ={lam:.3g}"
-    if method == "qcfs":
-        profile = row.get("levels_profile")
-        if isinstance(profile, str) and profile and profile != "custom":
-            return f"L={profile}"
-        levels = parse_levels(row.get("levels"))
-        if levels:
-            shown = ",".join(str(v) for v in levels[:6]) + (",…" if len(levels) > 6 else "")
-            return f"L=[{shown}]"
-    return str(row.get("run_name") or str(row.get("run_id", ""))[:8])
-
-
-def run_label(row: Mapping[str, Any], with_latency: bool = True) -> str:
-    """A plot label: the setting and, when logged, the operating point's latency:
-    ``λ=0.1 · 12 IF steps`` (rnl), ``L=al · T_eff 3.2`` (qcfs)."""
-    latency = latency_text(row) if with_latency else ""
-    return f"{setting_label(row)} · {latency}" if latency else setting_label(row)
-
-
-def parse_levels(text: Any) -> list[int] | None:
-    """The per-layer L list of a ``levels`` param (JSON text such as "[8, 4, 4, 1]"); None if absent or bad."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    try:
-        levels = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(levels, list) and levels and all(isinstance(v, int) and v > 0 for v in levels):
-        return levels
-    return None
-
-
-def front_table(runs: pd.DataFrame, legacy: bool = False) -> pd.DataFrame:
-    """The display table of ``runs`` (``TABLE_COLUMNS``, or ``LEGACY_TABLE_COLUMNS``; missing values empty)."""
-    derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text,
-               "val_ci": lambda row: interval_text(row, "val_acc_op"),
-               "test_ci": lambda row: interval_text(row, "acc_op")}
-    table = {}
-    for column, heading in (LEGACY_TABLE_COLUMNS if legacy else TABLE_COLUMNS):
-        if not legacy and column in derived:
-            table[heading] = [derived[column](row) for _, row in runs.iterrows()]
-        else:
-            table[heading] = runs[column] if column in runs else math.nan
-    return pd.DataFrame(table, index=runs.index).reset_index(drop=True)
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """``table`` as aligned text: numbers to 4 significant digits, NaN as '-'."""
-    if table.empty:
-        return "(no runs)"
-    shown = table.apply(lambda column: column.map(format_cell))
-    return shown.to_string(index=False)
-
-
-def format_cell(value: Any) -> str:
-    """One table cell as text: '-' for missing, floats to 4 significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def write_front_csv(analysis: ParetoAnalysis, path: Path | str) -> Path:
-    """``pareto.csv``: every run with its params, metrics, status and ``front_*`` / ``knee_*`` flags."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    analysis.runs.to_csv(path, index=False)
-    return path
-
-
-# =============================================================================================
-# plots (matplotlib's Agg canvas; no pyplot, so no global backend state)
-# =============================================================================================
-
-
-def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
-    """A figure (size in inches) on its own Agg canvas."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def save_figure(figure: Figure, path: Path | str) -> Path:
-    """Write ``figure`` as PNG to ``path`` (folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
-
-
-def axis_label(column: str) -> str:
-    """Axis title of a metric column, with its unit."""
-    costs = {spec.cost: spec.axis for spec in (*LEGACY_FRONTS.values(), *FRONTS.values())}  # current ones win
-    return {"val_acc_op": "validation accuracy at t_op (%)", "acc_op": "test accuracy at t_op (%)",
-            "snn_acc": "SNN test accuracy (%)", "energy_mj": "energy per image (mJ)",
-            "synops": "synaptic operations per image", **costs}.get(column, column)
-
-
-def method_style(method: str) -> tuple[str, str]:
-    """(colour, marker) of ``method`` in every plot."""
-    return METHOD_STYLES.get(method, OTHER_STYLE)
-
-
-def panel_title(spec: FrontSpec, method: str) -> str:
-    """Title of one method's panel of a per-method front (says what its Ω measures)."""
-    if spec.cost == "omega" and method in OMEGA_MEANING:
-        return f"{method}: {OMEGA_MEANING[method]}"
-    return method
-
-
-def _unconverged(runs: pd.DataFrame) -> np.ndarray:
-    """(n,) bool: finished runs with ``converged`` = 0."""
-    if "converged" not in runs.columns:
-        return np.zeros(len(runs), dtype=bool)
-    return finished_mask(runs) & (pd.to_numeric(runs["converged"], errors="coerce").to_numpy(dtype=float) == 0)
-
-
-def _scatter(axes: Axes, points: np.ndarray, colour: str, marker: str, hollow: np.ndarray,
-             label: str | None, **style: Any) -> None:
-    """``points`` (k, 2) filled, the ``hollow`` ones (unconverged) as outlines; one legend label."""
-    for pick, face in ((~hollow, colour), (hollow, "none")):
-        if pick.any():
-            axes.scatter(points[pick, 0], points[pick, 1], marker=marker, facecolor=face, edgecolor=colour,
-                         linewidth=1.1, label=label, **style)
-            label = None
-
-
-def draw_front(axes: Axes, runs: pd.DataFrame, accuracy: str, cost: str, *, colour: str | None = None,
-               label: str | None = None, annotate: bool = True, show_dominated: bool = True,
-               with_latency: bool = True, tied: np.ndarray | None = None) -> None:
-    """The front of every row of ``runs`` (``accuracy`` up, ``cost`` along): points coloured and
-    marked by method (``colour`` overrides the colour), dominated ones faded, front ones joined as
-    a staircase and labelled (``run_label``), unconverged ones hollow, the knee starred. With
-    ``label`` the staircase carries it and no other legend entry is made. ``tied`` (n,) bool: the
-    dominated runs the data cannot tell apart from the front (``snnconv.paired``), drawn unfaded
-    with a dark edge."""
-    values = objective_values(runs, [cost, accuracy])
-    finite = np.isfinite(values).all(axis=1)
-    members = pareto_mask(values, ["min", "max"])
-    methods, hollow = method_names(runs), _unconverged(runs)
-    tied = np.zeros(len(runs), dtype=bool) if tied is None else np.asarray(tied, dtype=bool) & ~members
-    legend = label is None
-    interval = accuracy_interval(runs, accuracy)
-    for method in ordered_methods(methods[finite]):
-        style = {"colour": colour or method_style(method)[0], "marker": method_style(method)[1]}
-        shown = finite & (methods == method) & (members | show_dominated) & np.isfinite(interval).all(axis=1)
-        if shown.any():  # each accuracy's 95 % interval, as a vertical bar behind its point
-            y = values[shown, 1]
-            axes.errorbar(values[shown, 0], y, yerr=[y - interval[shown, 0], interval[shown, 1] - y], fmt="none",
-                          ecolor=style["colour"], elinewidth=0.8, capsize=2, alpha=0.45, zorder=1)
-        dominated = finite & ~members & ~tied & (methods == method)
-        close = finite & tied & (methods == method)
-        on_front = members & (methods == method)
-        # the method's legend entry goes on its front points, else on the first of its other points drawn
-        named = "front" if on_front.any() else ("tied" if show_dominated and close.any() else "dominated")
-        name = method if legend else None
-        if show_dominated and dominated.any():
-            _scatter(axes, values[dominated], hollow=hollow[dominated], label=name if named == "dominated" else None,
-                     s=20, alpha=0.35, zorder=2, **style)
-        if show_dominated and close.any():
-            _scatter(axes, values[close], hollow=hollow[close], label=name if named == "tied" else None, s=30,
-                     alpha=0.9, zorder=3, linestyle="--", **style)
-        _scatter(axes, values[on_front], hollow=hollow[on_front], label=name if named == "front" else None, s=42,
-                 zorder=4, **style)
-    order = np.argsort(values[members, 0], kind="stable")
-    axes.step(values[members, 0][order], values[members, 1][order], where="post", color=colour or "0.3",
-              linewidth=1.2, zorder=3, label=label)
-    knee = knee_index(values, ["min", "max"])
-    if knee is not None:
-        axes.scatter([values[knee, 0]], [values[knee, 1]], marker="*", s=220, facecolor="none",
-                     edgecolor=colour or "black", linewidth=1.3, zorder=5, label="knee" if legend else None)
-    if legend and show_dominated and (finite & tied).any():
-        axes.scatter([], [], color="0.4", s=30, linestyle="--", label="tied with the front (McNemar, 5 %)")
-    if legend and show_dominated and (finite & ~members & ~tied).any():
-        axes.scatter([], [], color="0.6", alpha=0.35, s=20, label="dominated (faded)")
-    if legend and (hollow & finite).any():
-        axes.scatter([], [], facecolor="none", edgecolor="0.3", s=42, label=UNCONVERGED_LABEL)
-    if annotate:
-        _annotate(axes, runs[members], values[members], with_latency)
-        axes.margins(x=0.15, y=0.08)  # room for the labels of the end points
-
-
-#: the metric with the ANN's own energy per image (mJ): its dense MACs at the same per-MAC energy
-ANN_ENERGY = "ann_energy_mj"
-
-
-def ann_energies(runs: pd.DataFrame) -> list[float]:
-    """The distinct ANN energies per image (mJ, ``ann_energy_mj``) of the finished runs, smallest first (one
-    value per model and input size; none for runs logged before it)."""
-    if ANN_ENERGY not in runs.columns:
-        return []
-    values = objective_values(runs, [ANN_ENERGY])[:, 0]
-    return sorted({float(f"{value:.6g}") for value in values[np.isfinite(values)]})
-
-
-def draw_ann_energy(axes: Axes, runs: pd.DataFrame) -> None:
-    """A vertical reference line at each ANN energy of ``runs`` (:func:`ann_energies`): a point to its right
-    spends more energy per image than the ANN it came from."""
-    for value in ann_energies(runs):
-        axes.axvline(value, color="0.25", linestyle=":", linewidth=1.2, zorder=0,
-                     label=f"ANN: {value:.3g} mJ (its MACs at the same 45 nm energy)")
-
-
-def accuracy_interval(runs: pd.DataFrame, accuracy: str) -> np.ndarray:
-    """(n, 2) the bar (low, high; percent) drawn on column ``accuracy`` of each run: for a configuration run with
-    repeats (``snnconv.repeats``), its mean ± the standard deviation across its seeds (``<accuracy>_std``); for a
-    single run, the 95 % Wilson interval of its ``<accuracy>_low`` / ``<accuracy>_high`` metrics; NaN where a run
-    has neither (logged before they existed)."""
-    def column(name: str) -> np.ndarray:
-        if name not in runs.columns:
-            return np.full(len(runs), np.nan)
-        return pd.to_numeric(runs[name], errors="coerce").to_numpy(dtype=float)
-
-    bars = np.column_stack([column(f"{accuracy}_low"), column(f"{accuracy}_high")])
-    mean, spread = column(accuracy), column(f"{accuracy}_std")
-    repeated = np.isfinite(spread)
-    bars[repeated] = np.column_stack([mean - spread, mean + spread])[repeated]
-    return bars
-
-
-def _annotate(axes: Axes, rows: pd.DataFrame, points: np.ndarray, with_latency: bool) -> None:
-    """One label per front point (identical runs share it)."""
-    labels: dict[tuple[float, float], list[str]] = {}
-    for (_, row), (x, y) in zip(rows.iterrows(), points):
-        labels.setdefault((x, y), []).append(run_label(row, with_latency))
-    for point, texts in labels.items():
-        axes.annotate(", ".join(dict.fromkeys(texts)), point, textcoords="offset points", xytext=(5, 4), fontsize=7)
-
-
-def plot_front(analysis: ParetoAnalysis, name: str, path: Path | str, *, title: str | None = None) -> Path:
-    """PNG of front ``name`` of ``analysis`` at ``path``: one axes for a cross-method front, one
-    panel per method side by side for a per-method front (each with its method's own front)."""
-    spec = analysis.spec(name)
-    fronts = analysis.spec_fronts(name)
-    figure = new_figure(5.6 * len(fronts) if spec.per_method else 6.4, 4.6)
-    panels = figure.subplots(1, len(fronts), squeeze=False)[0]
-    for axes, front in zip(panels, fronts):
-        rows = analysis.runs if front.method is None else analysis.runs[method_names(analysis.runs) == front.method]
-        tied = rows[f"tied_{name}"].to_numpy() == True if f"tied_{name}" in rows else None  # noqa: E712 - object column
-        draw_front(axes, rows, analysis.accuracy, spec.cost, with_latency=not analysis.legacy, tied=tied)
-        if spec.cost == "energy_op_mj":
-            draw_ann_energy(axes, rows)
-        axes.set_xlabel(spec.axis)
-        axes.set_ylabel(axis_label(analysis.accuracy))
-        if front.method is not None:
-            axes.set_title(f"{panel_title(spec, front.method)}: {front.size} on its front", fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7, loc="best")
-    default = f"{analysis.accuracy} vs {spec.cost}" + (" (each method's own front)" if spec.per_method else "")
-    if analysis.legacy:
-        default += " (logged before operating points: chosen on the test split)"
-    figure.suptitle(title or default)
-    return save_figure(figure, path)
-
-
-def write_sweep_fronts(trials: pd.DataFrame, folder: Path | str, select_on: str = "val") -> list[Path]:
-    """What a sweep attaches to its parent run at its end, in ``folder``: ``pareto.csv`` (every run
-    with ``front_<name>`` / ``knee_<name>`` flags) and ``front_latency.png``, ``front_energy.png``,
-    ``front_omega.png``. With no finished run that has a finite accuracy, the CSV alone (every flag
-    false)."""
-    accuracy = accuracy_column(select_on)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not _any_finite_finished(trials, accuracy):
-        runs = trials.reset_index(drop=True).copy()
-        for column in [f"{flag}_{name}" for name in FRONT_NAMES for flag in ("front", "knee")] + [f"front_{JOINT}"]:
-            runs[column] = False
-        runs.to_csv(folder / "pareto.csv", index=False)
-        return [folder / "pareto.csv"]
-    analysis = analyse(trials, FRONT_NAMES, select_on)
-    paths = [write_front_csv(analysis, folder / "pareto.csv")]
-    paths += [plot_front(analysis, spec.name, folder / f"front_{spec.name}.png") for spec in analysis.specs]
-    return paths
-
-
-def _any_finite_finished(trials: pd.DataFrame, accuracy: str) -> bool:
-    return accuracy in trials.columns and bool(np.isfinite(objective_values(trials, [accuracy])).any())

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import METHODS, ConfigError, _from_dict, activation_names, apply_overrides, from_dict, load_yaml
+from .config import ConfigError, _from_dict, activation_names, apply_overrides, from_dict, load_yaml
 from .fixed_latency import parse_published
+from .method_registry import get_method, method_names
 from .tracking import DEFAULT_EXPERIMENT
 
 SEARCHES = ("random", "grid", "optuna")
@@ -49,8 +50,8 @@ class SweepSpec:
 
     name: str = "demo"
     description: str = ""
-    #: rnl, qcfs or both
-    methods: list[str] = field(default_factory=lambda: ["rnl", "qcfs"])
+    #: the conversion methods to sweep (registered names: rnl, qcfs, datanorm); default: every registered one
+    methods: list[str] = field(default_factory=lambda: list(method_names()))
     #: trials per method
     num_samples: int = 4
     search: str = "random"
@@ -81,7 +82,8 @@ class SweepSpec:
     trial: dict[str, Any] = field(default_factory=dict)
     #: method -> nested TrialConfig values that differ for that method (e.g. the paper's stage-1 recipe)
     overrides: dict[str, Any] = field(default_factory=dict)
-    #: method -> {dotted config key: spec}
+    #: method -> {dotted config key: spec}; a sweep file without ``space`` searches each method's standard
+    #: space (its registry entry's ``search_space``: :func:`default_spaces`)
     space: dict[str, Any] = field(default_factory=dict)
     #: the papers' figures for this model and data set, printed beside the report's fixed-latency table
     #: (``snnconv.fixed_latency``): a list of {label, method, source, accuracy: {T: percent}, ann: percent}
@@ -107,24 +109,34 @@ def load_spec(preset: str | None = None, config_file: str | None = None, presets
         raise ConfigError(f"{', '.join(legacy)}: ASHA no longer counts reports; it compares trials by the fraction "
                           "of their stage 2 / fine-tune done: use grace_fraction (0-1, e.g. 0.25) instead")
     spec = _from_dict(SweepSpec, data)
+    if "space" not in (data or {}):  # no space at all: each method's standard one (its registry entry's)
+        spec.space = default_spaces()
     resolve_paths(spec)
     if validate:
         validate_spec(spec)
     return spec
 
 
+def default_spaces() -> dict[str, Any]:
+    """Every registered method's standard search space (``ConversionMethod.search_space``): what a sweep file
+    without a ``space`` section searches."""
+    return {name: copy.deepcopy(dict(get_method(name).search_space)) for name in method_names()}
+
+
 def validate_spec(spec: SweepSpec) -> None:
     """Check a sweep before any work: methods, search, resources, every space entry, the base trial."""
-    if not spec.methods or any(m not in METHODS for m in spec.methods):
-        raise ConfigError(f"methods: {spec.methods!r} is not allowed; choose from {', '.join(METHODS)}")
+    known = method_names()
+    if not spec.methods or any(m not in known for m in spec.methods):
+        raise ConfigError(f"methods: {spec.methods!r} is not allowed; choose from {', '.join(known)}")
     for name, value, allowed in (("search", spec.search, SEARCHES), ("scheduler", spec.scheduler, SCHEDULERS),
                                  ("objective", spec.objective, tuple(OBJECTIVES)),
                                  ("select_on", spec.select_on, SELECT_ON)):
         if value not in allowed:
             raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
     if spec.search == "optuna" and spec.objective == "omega" and len(spec.methods) > 1:
-        raise ConfigError("objective: omega cannot rank rnl and qcfs trials together (rnl's Ω is on Rate Norm "
-                          "activations, qcfs's on a/λ); use --objective latency or energy, or sweep one --method")
+        raise ConfigError("objective: omega cannot rank the trials of several methods together (Ω differs in kind: "
+                          "rnl's is on Rate Norm activations, qcfs's on a/λ); use --objective latency or energy, "
+                          "or sweep one --method")
     if not 0 < spec.grace_fraction < 1:
         raise ConfigError(f"grace_fraction: must be between 0 and 1 (a fraction of a trial's stage 2 or fine-tune), "
                           f"got {spec.grace_fraction!r}")
@@ -139,9 +151,9 @@ def validate_spec(spec: SweepSpec) -> None:
         raise ConfigError(f"max_failures: must be zero or positive, got {spec.max_failures!r}")
     parse_published(spec.published, spec.methods)
     for section in ("space", "overrides"):
-        unknown = [m for m in getattr(spec, section) if m not in METHODS]
+        unknown = [m for m in getattr(spec, section) if m not in known]
         if unknown:
-            raise ConfigError(f"{section}: unknown method {unknown[0]!r}; allowed: {', '.join(METHODS)}")
+            raise ConfigError(f"{section}: unknown method {unknown[0]!r}; allowed: {', '.join(known)}")
     for method in spec.methods:
         base = method_base(spec, method)
         entries = spec.space.get(method) or {}
@@ -269,25 +281,13 @@ def decode_params(params: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
 
 
 def trial_params(config) -> dict[str, Any]:
-    """The MLflow params of one trial (the tracking contract, ``docs/tracking.md``), only those the
-    method used."""
+    """The MLflow params of one trial (the tracking contract, ``docs/tracking.md``): the common ones and
+    those of the trial's method (its registry entry's ``params``)."""
     params: dict[str, Any] = {
         "method": config.method, "model": config.model, "dataset": config.data.name, "seed": config.seed,
         "stage1_epochs": config.stage1.epochs, "stage1_lr": config.stage1.lr,
     }
-    if config.method == "rnl":
-        rnl = config.rnl
-        params.update(lam=rnl.lam, lr=rnl.lr, sharescale=rnl.sharescale, scale_init=rnl.scale_init,
-                      scale_mode=rnl.scale_mode, teacher=rnl.teacher, v_init=rnl.v_init, t_max=rnl.t_max,
-                      acc_tolerance=rnl.acc_tolerance, stage2_epochs=rnl.epochs,
-                      latency_tolerance=rnl.latency_tolerance, latency_unit="IF time steps")
-    else:
-        qcfs = config.qcfs
-        profile = qcfs.levels if isinstance(qcfs.levels, str) else ("custom" if qcfs.levels else "uniform")
-        params.update(lr=qcfs.finetune_lr, levels_profile=profile, stage1_levels=qcfs.stage1_levels,
-                      threshold_init=qcfs.threshold_init, finetune_epochs=qcfs.finetune_epochs,
-                      al_thresholds=qcfs.al_thresholds, t_max=qcfs.t_max,
-                      latency_tolerance=qcfs.latency_tolerance, latency_unit="PASCAL T_eff")
+    params.update(get_method(config.method).params(config))
     return params
 
 

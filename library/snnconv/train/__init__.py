@@ -13,13 +13,31 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import RnlConfig, Stage1Config
+from ..config import Stage1Config
 from ..models import set_levels
+
+
+class RilSettings(Protocol):
+    """What RIL's stage 2 reads from its settings (``snnconv.methods.rnl.RnlConfig``, the ``rnl`` section)."""
+
+    lam: float
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    sharescale: bool
+    scale_init: float
+    epochs: int
+    acc_tolerance: float
+    inspect_interval: int
+    teacher: str
+    omega_weighting: str
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -288,7 +306,7 @@ def _mean_p(model: nn.Module) -> float:
 class _CandidateTracker:
     """Validates the stage-2 model, keeps the candidates within tolerance and the lowest-omega one."""
 
-    def __init__(self, model: nn.Module, scales: list[nn.Parameter], val_loader: Iterable, config: RnlConfig,
+    def __init__(self, model: nn.Module, scales: list[nn.Parameter], val_loader: Iterable, config: RilSettings,
                  device: torch.device, on_validate: ValidationCallback | None) -> None:
         self.model, self.scales, self.val_loader = model, scales, val_loader
         self.config, self.device, self.on_validate = config, device, on_validate
@@ -325,7 +343,7 @@ class _CandidateTracker:
             scale.copy_(value)
 
 
-def _prepare_stage2(model: nn.Module, config: RnlConfig) -> list[nn.Parameter]:
+def _prepare_stage2(model: nn.Module, config: RilSettings) -> list[nn.Parameter]:
     """Reset the scales to scale_init (shared or not), lock the running max, freeze everything but
     the scales, eval mode. Returns the distinct scale parameters."""
     from ..layers import lock_running_max, scale_parameters, set_scale, share_scale
@@ -356,14 +374,14 @@ def train_ril(
     model: nn.Module,
     train_loader: Iterable,
     val_loader: Iterable,
-    config: RnlConfig,
+    config: RilSettings,
     device: torch.device,
     *,
     on_validate: ValidationCallback | None = None,
 ) -> RilResult:
     """Stage 2 of RNL + RIL on ``model`` (a stage-1 Rate Norm model, modified in place).
 
-    ``config`` is an :class:`snnconv.config.RnlConfig`. Steps:
+    ``config`` is the ``rnl`` section (:class:`snnconv.methods.rnl.RnlConfig`). Steps:
 
     1. teacher: ``"frozen"`` = a frozen copy of the model as it comes in (the stage-1 network, the
        paper's r*); ``"self"`` = the model's own detached output (the authors' code: the cosine
