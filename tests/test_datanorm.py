@@ -19,7 +19,7 @@ from snnconv.simulate import simulate
 
 
 def test_percentiles_interpolate_between_ranks_as_the_docs_say():
-    # docs/methods.md §4's worked example: positive activations 0.5, 1, 2, 4
+    # docs/methods.md §8's worked example: positive activations 0.5, 1, 2, 4
     values = torch.tensor([4.0, 0.5, 2.0, 1.0])
     assert percentile_of(values, 100.0) == 4.0  # Diehl's max norm
     assert percentile_of(values, 50.0) == pytest.approx(1.5)  # position 1.5: halfway between 1 and 2

@@ -12,7 +12,7 @@ amplitude θ_l. That is the papers' weight normalisation (``W_l · θ_{l-1} / θ
 with thresholds instead of rescaled weights: the two networks spike alike. The acc(t) curve is
 simulated for ``t_max`` steps and the operating point chosen on validation by the rnl rule
 (:func:`snnconv.operating_point.if_operating_point`); Ω is measured on ``a / θ`` as for QCFS.
-Formulas and a worked example: ``docs/methods.md`` §4.
+Formulas and a worked example: ``docs/methods.md`` §8.
 
 Two choices are ours rather than the papers': the percentile is taken over the positive activations
 only (as the SNN toolbox does; zeros would pull a sparse layer's percentile to 0), and the thresholds
