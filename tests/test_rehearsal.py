@@ -46,7 +46,8 @@ def cut_preset(name: str, cache_dir: Path) -> dict:
     cut["trial"]["device"] = "cpu"
     cut["trial"]["cache_dir"] = str(cache_dir)
     for method, section in (("rnl", {"epochs": 1, "inspect_interval": 1, "t_max": 8}),
-                            ("qcfs", {"finetune_epochs": 2, "t_max": 8, "calibration_batches": 1})):
+                            ("qcfs", {"finetune_epochs": 2, "t_max": 8, "calibration_batches": 1}),
+                            ("datanorm", {"t_max": 8, "calibration_batches": 1})):
         cut["trial"].setdefault(method, {}).update(section)
     for overrides in (cut.get("overrides") or {}).values():
         overrides.get("stage1", {}).update(epochs=1)
