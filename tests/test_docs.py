@@ -101,7 +101,7 @@ def test_the_generated_table_covers_every_config_field_once():
     assert [row.key for row in rows] == leaves(TrialConfig())
     assert {"rnl.lam", "qcfs.levels", "datanorm.percentile"} <= {row.key for row in rows}
     by_key = {row.key: row for row in rows}
-    # read from the code: defaults, #: comments and each field's declared rule (its metadata)
+    # read from the fields: defaults, and each field's declared doc and rule (its metadata)
     assert by_key["rnl.lam"].default == "0.1" and "Rate Inference Loss" in by_key["rnl.lam"].meaning
     assert by_key["rnl.optimizer"].allowed == "one of `sgd`, `adam`"
     assert by_key["model"].allowed.startswith("one of `small`, `vgg11`")
@@ -127,18 +127,6 @@ def test_the_table_and_validate_read_the_same_declared_rule():
         with pytest.raises(ConfigError, match=r"datanorm.percentile: must be in \(0, 100\]"):
             apply_overrides(TrialConfig(), {"datanorm.percentile": bad})
     assert apply_overrides(TrialConfig(), {"datanorm.percentile": 100.0}).datanorm.percentile == 100.0
-
-
-def test_field_comments_read_the_lines_above_and_the_same_line():
-    @dataclasses.dataclass
-    class Example:
-        #: first line
-        #: second line
-        a: int = 1
-        b: str = "x"  #: on its line
-        c: float = 0.5
-
-    assert config_reference.field_comments(Example) == {"a": "first line second line", "b": "on its line", "c": ""}
 
 
 def test_config_reference_command_line(tmp_path):

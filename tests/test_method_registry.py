@@ -29,10 +29,8 @@ from snnconv.trial import TrialResult, calibration_images, device_record, model_
 
 @dataclass
 class ToySettings:
-    #: threshold = gain x the layer's largest calibration activation
-    gain: float = positive(1.0)
-    #: simulation length
-    t_max: int = positive(8)
+    gain: float = positive(1.0, doc="threshold = gain x the layer's largest calibration activation")
+    t_max: int = positive(8, doc="simulation length")
 
 
 def run_toy(config: TrialConfig, on_progress: Any, device: torch.device) -> TrialResult:
@@ -47,7 +45,8 @@ def run_toy(config: TrialConfig, on_progress: Any, device: torch.device) -> Tria
     layers = [{"name": name, "threshold": value * config.toy.gain} for name, value in maxima.items()]
     on_progress("simulate", {"t_op": point.t_op})
     return TrialResult(
-        method="toy", ann_acc=evaluate(model, data.test, first.device), val_ann_acc=evaluate(model, data.val, first.device),
+        method="toy", ann_acc=evaluate(model, data.test, first.device),
+        val_ann_acc=evaluate(model, data.val, first.device),
         snn_acc=test.snn_acc, val_snn_acc=val.snn_acc, operating_point=point, latency_tolerance=2.0, omega=1.0,
         t_eff=point.t_op, synops=test.synops, energy_mj=energy_mj(test.synops, test.input_macs),
         curves={"snn_acc_t": test.acc_curve, "val_snn_acc_t": val.acc_curve}, layers=layers,
@@ -98,6 +97,10 @@ def test_the_built_in_methods_are_registered_in_order():
 def test_a_registered_method_gets_a_config_section_checked_by_its_declared_rules(toy):
     config = apply_overrides(TrialConfig(), {"method": "toy", "toy.gain": 0.5})
     assert config.toy.gain == 0.5 and config.settings() is config.toy and config.to_dict()["toy"]["gain"] == 0.5
+    from snnconv.config_reference import config_fields
+
+    rows = {row.key: row for row in config_fields()}  # the docs' table lists its section too
+    assert rows["toy.gain"].allowed == "> 0" and rows["toy.gain"].meaning.startswith("threshold = gain")
     with pytest.raises(ConfigError, match="toy.gain: must be positive, got -1.0"):
         apply_overrides(TrialConfig(), {"toy.gain": -1.0})
     unregister("toy")

@@ -21,8 +21,8 @@ from snnconv.convert import to_if
 from snnconv.data import load_data
 from snnconv.layers import QCFS, RateNorm
 from snnconv.metrics import wilson_interval
-from snnconv.operating_point import PASCAL_T_EFF, OperatingPoint
 from snnconv.neurons import IFNeuron
+from snnconv.operating_point import PASCAL_T_EFF, OperatingPoint
 from snnconv.pascal import quantise_count
 from snnconv.pipeline import TrialResult, build_trial_model, run_trial, stage1_key
 from snnconv.simulate import simulate

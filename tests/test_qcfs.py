@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from snnconv.config import ConfigError, TrialConfig, apply_overrides
-from snnconv.methods.qcfs import validate_level_list
 from snnconv.data import load_data
 from snnconv.layers import QCFS
 from snnconv.levels import PASCAL_LISTS, PROFILES, levels_from_al, profile_levels
+from snnconv.methods.qcfs import validate_level_list
 from snnconv.metrics import al_metric, al_per_layer, pascal_r, qcfs_omega, t_eff, t_eff_layer, t_eff_table
 from snnconv.models import activation_layers, build_model, get_levels, set_levels, weight_layers
 from snnconv.pipeline import run_trial

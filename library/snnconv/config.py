@@ -6,11 +6,11 @@ training, cached), and one section per registered conversion method (``config.rn
 :mod:`snnconv.methods`). Sweeps override single fields with dotted names (``"rnl.lam"``,
 ``"stage1.lr"``) through :func:`apply_overrides`.
 
-Each field declares what it allows once, in its metadata (:func:`choice`, :func:`positive`,
-:func:`non_negative`, :func:`in_range`): :func:`validate` checks those declarations and the docs'
-reference table (``snnconv.config_reference``) prints them. Checks across fields are written out in
-:func:`validate` and in each method's ``validate``. Every invalid value raises :class:`ConfigError`
-naming the field, the value and what is allowed.
+Each field declares what it means and what it allows once, in its metadata (:func:`setting`,
+:func:`choice`, :func:`positive`, :func:`non_negative`, :func:`in_range`): :func:`validate` checks
+those declarations and the docs' reference table (``snnconv.config_reference``) prints them.
+Checks across fields are written out in :func:`validate` and in each method's ``validate``. Every
+invalid value raises :class:`ConfigError` naming the field, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -124,41 +124,53 @@ def _is_choice(value: Any, allowed: tuple[Any, ...]) -> bool:
         and value[len(option) - 1:].isdigit() for option in allowed)
 
 
-RULE = "rule"
+#: the metadata keys of a config field: its rule and its one-line meaning
+RULE, DOC = "rule", "doc"
 
 
-def _with_rule(default: Any, rule: Rule) -> Any:
+def setting(default: Any = dataclasses.MISSING, *, doc: str, factory: Callable[[], Any] | None = None,
+            rule: Rule | None = None) -> Any:
+    """A config dataclass field with its meaning (``doc``, what the docs' reference table prints) and, when it
+    has one, its :class:`Rule`; ``factory`` for a mutable default (a list). The rule helpers below call it."""
+    metadata = {DOC: doc, **({RULE: rule} if rule is not None else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
     if isinstance(default, (list, dict)):
         value = default
-        return field(default_factory=lambda: copy.deepcopy(value), metadata={RULE: rule})
-    return field(default=default, metadata={RULE: rule})
+        return field(default_factory=lambda: copy.deepcopy(value), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def choice(default: Any, allowed: tuple[Any, ...] | Callable[[], Sequence[Any]]) -> Any:
-    """A dataclass field holding one of ``allowed`` (a tuple, or a callable returning the choices)."""
-    return _with_rule(default, Rule(choices=allowed))
+def choice(default: Any, allowed: tuple[Any, ...] | Callable[[], Sequence[Any]], *, doc: str) -> Any:
+    """A config field holding one of ``allowed`` (a tuple, or a callable returning the choices)."""
+    return setting(default, doc=doc, rule=Rule(choices=allowed))
 
 
-def positive(default: Any) -> Any:
-    """A dataclass field holding a number above 0 (or a list of such numbers)."""
-    return _with_rule(default, Rule(above=0))
+def positive(default: Any, *, doc: str) -> Any:
+    """A config field holding a number above 0 (or a list of such numbers)."""
+    return setting(default, doc=doc, rule=Rule(above=0))
 
 
-def non_negative(default: Any) -> Any:
-    """A dataclass field holding a number of at least 0 (or a list of such numbers)."""
-    return _with_rule(default, Rule(at_least=0))
+def non_negative(default: Any, *, doc: str) -> Any:
+    """A config field holding a number of at least 0 (or a list of such numbers)."""
+    return setting(default, doc=doc, rule=Rule(at_least=0))
 
 
-def in_range(default: Any, *, at_least: float | None = None, above: float | None = None,
+def in_range(default: Any, *, doc: str, at_least: float | None = None, above: float | None = None,
              below: float | None = None, at_most: float | None = None, ascending: bool = False) -> Any:
-    """A dataclass field holding a number in the given bounds (or a list of them, ``ascending`` if asked)."""
-    return _with_rule(default, Rule(at_least=at_least, above=above, below=below, at_most=at_most,
-                                    ascending=ascending))
+    """A config field holding a number in the given bounds (or a list of them, ``ascending`` if asked)."""
+    return setting(default, doc=doc, rule=Rule(at_least=at_least, above=above, below=below, at_most=at_most,
+                                               ascending=ascending))
 
 
 def field_rule(item: dataclasses.Field) -> Rule | None:
-    """The :class:`Rule` a dataclass field declares, or None."""
+    """The :class:`Rule` a config field declares, or None."""
     return item.metadata.get(RULE)
+
+
+def field_doc(item: dataclasses.Field) -> str:
+    """The meaning a config field declares ('' when it declares none)."""
+    return str(item.metadata.get(DOC, ""))
 
 
 def check_fields(section: Any, prefix: str = "") -> None:
@@ -180,69 +192,52 @@ def check_fields(section: Any, prefix: str = "") -> None:
 class DataConfig:
     """Which data set, where it lives, and how it is batched and augmented."""
 
-    #: data set: digits is bundled; mnist, fashion-mnist, cifar10, cifar100 and imagenet need data_dir
-    name: str = choice("digits", DATASETS)
-    #: folder holding the data set (required for mnist, fashion-mnist, cifar10, cifar100, imagenet)
-    data_dir: str | None = None
-    #: must be false: trials never download; fetch and verify the data set once with
-    #: `python -m snnconv.data prepare NAME --data-dir DIR` (kept so old files get this message)
-    download: bool = choice(False, (False,))
-    #: training batch size
-    batch_size: int = positive(64)
-    #: evaluation and simulation batch size
-    eval_batch_size: int = positive(512)
-    #: images carved from the training set for validation; None = the data set's default
-    val_size: int | None = positive(None)
-    #: random crop + horizontal flip on CIFAR / ImageNet training images (MNIST sets: no augmentation)
-    augment: bool = True
-    #: side of the cutout square in pixels (0 = off)
-    cutout: int = non_negative(0)
-    #: DataLoader worker processes (CIFAR, ImageNet)
-    num_workers: int = non_negative(2)
-    #: seed of the train/val(/test) split, fixed so that every trial sees the same split
-    split_seed: int = 0
-    #: synthetic data only: number of classes
-    num_classes: int = positive(10)
-    #: synthetic data only: image channels
-    channels: int = positive(3)
-    #: synthetic data only: image side in pixels
-    image_size: int = positive(32)
-    #: synthetic data only: training images
-    num_train: int = positive(1024)
-    #: synthetic data only: validation images
-    num_val: int = positive(256)
-    #: synthetic data only: test images
-    num_test: int = positive(256)
+    name: str = choice("digits", DATASETS, doc=(
+        "data set: digits is bundled; mnist, fashion-mnist, cifar10, cifar100 and imagenet need data_dir"))
+    data_dir: str | None = setting(None, doc=(
+        "folder holding the data set (required for mnist, fashion-mnist, cifar10, cifar100, imagenet)"))
+    download: bool = choice(False, (False,), doc=(
+        "must be false: trials never download; fetch and verify the data set once with `python -m snnconv.data "
+        "prepare NAME --data-dir DIR` (kept so old files get this message)"))
+    batch_size: int = positive(64, doc="training batch size")
+    eval_batch_size: int = positive(512, doc="evaluation and simulation batch size")
+    val_size: int | None = positive(None, doc=(
+        "images carved from the training set for validation; None = the data set's default"))
+    augment: bool = setting(True, doc=(
+        "random crop + horizontal flip on CIFAR / ImageNet training images (MNIST sets: no augmentation)"))
+    cutout: int = non_negative(0, doc="side of the cutout square in pixels (0 = off)")
+    num_workers: int = non_negative(2, doc="DataLoader worker processes (CIFAR, ImageNet)")
+    split_seed: int = setting(0, doc=(
+        "seed of the train/val(/test) split, fixed so that every trial sees the same split"))
+    num_classes: int = positive(10, doc="synthetic data only: number of classes")
+    channels: int = positive(3, doc="synthetic data only: image channels")
+    image_size: int = positive(32, doc="synthetic data only: image side in pixels")
+    num_train: int = positive(1024, doc="synthetic data only: training images")
+    num_val: int = positive(256, doc="synthetic data only: validation images")
+    num_test: int = positive(256, doc="synthetic data only: test images")
 
 
 @dataclass
 class Stage1Config:
     """Stage 1: training the source ANN (cached by a hash of everything that determines it)."""
 
-    #: stage-1 training epochs
-    epochs: int = positive(20)
-    #: stage-1 optimiser
-    optimizer: str = choice("sgd", ("sgd", "adam"))
-    #: stage-1 learning rate
-    lr: float = positive(0.1)
-    #: SGD momentum
-    momentum: float = non_negative(0.9)
-    #: weight decay (all parameters, QCFS thresholds included)
-    weight_decay: float = non_negative(5e-4)
-    #: learning-rate schedule; step multiplies the lr by gamma at each milestone
-    schedule: str = choice("cosine", ("cosine", "step", "constant"))
-    #: the step schedule multiplies the lr by gamma once this many epochs have finished (MultiStepLR)
-    milestones: list[int] = field(default_factory=list)
-    #: step schedule factor
-    gamma: float = positive(0.1)
-    #: cross-entropy label smoothing
-    label_smoothing: float = in_range(0.0, at_least=0, below=1)
-    #: bfloat16 autocast on CUDA (ignored on CPU unless amp_on_cpu); QCFS and Rate Norm still
-    #: quantise and clip in float32
-    amp: bool = True
-    #: with amp, use bfloat16 autocast on the CPU too (slower than float32 on most CPUs; for tests
-    #: of the GPU numerics on a CPU)
-    amp_on_cpu: bool = False
+    epochs: int = positive(20, doc="stage-1 training epochs")
+    optimizer: str = choice("sgd", ("sgd", "adam"), doc="stage-1 optimiser")
+    lr: float = positive(0.1, doc="stage-1 learning rate")
+    momentum: float = non_negative(0.9, doc="SGD momentum")
+    weight_decay: float = non_negative(5e-4, doc="weight decay (all parameters, QCFS thresholds included)")
+    schedule: str = choice("cosine", ("cosine", "step", "constant"), doc=(
+        "learning-rate schedule; step multiplies the lr by gamma at each milestone"))
+    milestones: list[int] = setting(factory=list, doc=(
+        "the step schedule multiplies the lr by gamma once this many epochs have finished (MultiStepLR)"))
+    gamma: float = positive(0.1, doc="step schedule factor")
+    label_smoothing: float = in_range(0.0, at_least=0, below=1, doc="cross-entropy label smoothing")
+    amp: bool = setting(True, doc=(
+        "bfloat16 autocast on CUDA (ignored on CPU unless amp_on_cpu); QCFS and Rate Norm still quantise and clip"
+        " in float32"))
+    amp_on_cpu: bool = setting(False, doc=(
+        "with amp, use bfloat16 autocast on the CPU too (slower than float32 on most CPUs; for tests of the GPU "
+        "numerics on a CPU)"))
 
 
 def _model_names() -> tuple[str, ...]:
@@ -260,19 +255,16 @@ def default_method_settings() -> dict[str, Any]:
 class TrialConfig:
     """One trial: data, model, stage 1, and each method's settings (``config.<method>``)."""
 
-    #: conversion method of the trial (a registered method: ``snnconv.method_registry``)
-    method: str = choice("rnl", method_names)
-    #: architecture, built with the method's activation
-    model: str = choice("small", _model_names)
-    #: dropout of the model's classifier; None = the model family's default
-    dropout: float | None = in_range(None, at_least=0, below=1)
-    #: seed of training and stage 2 (part of the stage-1 key)
-    seed: int = 0
-    #: where the trial computes; auto = CUDA when available, else the CPU (an error instead when the
-    #: scheduler gave the trial a GPU that torch cannot see); cpu stays on the CPU even with a GPU
-    device: str = choice("auto", DEVICES)
-    #: stage-1 cache folder; None = $SNNCONV_CACHE or ~/.cache/snnconv/stage1
-    cache_dir: str | None = None
+    method: str = choice("rnl", method_names, doc=(
+        "conversion method of the trial (a registered method: ``snnconv.method_registry``)"))
+    model: str = choice("small", _model_names, doc="architecture, built with the method's activation")
+    dropout: float | None = in_range(None, at_least=0, below=1, doc=(
+        "dropout of the model's classifier; None = the model family's default"))
+    seed: int = setting(0, doc="seed of training and stage 2 (part of the stage-1 key)")
+    device: str = choice("auto", DEVICES, doc=(
+        "where the trial computes; auto = CUDA when available, else the CPU (an error instead when the scheduler "
+        "gave the trial a GPU that torch cannot see); cpu stays on the CPU even with a GPU"))
+    cache_dir: str | None = setting(None, doc="stage-1 cache folder; None = $SNNCONV_CACHE or ~/.cache/snnconv/stage1")
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     #: each registered method's settings by name; read them as ``config.<name>`` (``config.rnl.lam``),

@@ -7,8 +7,9 @@ is one field of :class:`~snnconv.config.TrialConfig` or of its nested sections, 
 * **type** and **default** - the dataclass annotation and default;
 * **allowed** - the rule the field declares in its metadata (:class:`~snnconv.config.Rule`: choices or
   bounds), the same object :func:`~snnconv.config.validate` checks the value with;
-* **meaning** - the field's ``#:`` doc comment (the lines right above the field, or one on its line), the
-  convention Sphinx's autodoc reads for attributes.
+* **meaning** - the field's declared ``doc`` (its metadata, beside the rule).
+
+Nothing here reads source code: every column comes from the dataclass fields themselves.
 
 The sections are the trial's own (``data``, ``stage1``) and one per registered conversion method.
 
@@ -24,19 +25,16 @@ Imports neither Ray nor MLflow.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import re
 import sys
-import textwrap
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from .config import TrialConfig, field_rule
+from .config import TrialConfig, field_doc, field_rule
 from .method_registry import registered
 
 #: the markers around the generated table in a Markdown file
@@ -58,31 +56,6 @@ class FieldDoc:
     default: str
     allowed: str
     meaning: str
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """``{field name: its #: comment}`` for the fields of dataclass ``cls`` ('' where there is none).
-
-    A field's comment is the run of ``#:`` lines directly above it, joined with spaces, or a ``#:``
-    comment at the end of its own line.
-    """
-    source = textwrap.dedent(inspect.getsource(cls))
-    lines = source.splitlines()
-    (node,) = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)]
-    comments: dict[str, str] = {}
-    for statement in node.body:
-        if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
-            continue
-        above: list[str] = []
-        index = statement.lineno - 2  # the line above, 0-based
-        while index >= 0 and lines[index].strip().startswith("#:"):
-            above.insert(0, lines[index].strip()[2:].strip())
-            index -= 1
-        same_line = _SAME_LINE_COMMENT.search(lines[(statement.end_lineno or statement.lineno) - 1])
-        if same_line and not above:
-            above = [same_line.group(1).strip()]
-        comments[statement.target.id] = " ".join(above)
-    return comments
 
 
 def type_name(hint: Any) -> str:
@@ -111,7 +84,6 @@ def _default_of(field: dataclasses.Field) -> Any:
 
 def _walk(cls: type, prefix: str) -> Iterator[FieldDoc]:
     hints = get_type_hints(cls)
-    comments = field_comments(cls)
     for item in dataclasses.fields(cls):
         if item.name == "method_settings":  # one section per registered method, walked by config_fields
             continue
@@ -124,7 +96,7 @@ def _walk(cls: type, prefix: str) -> Iterator[FieldDoc]:
         rule = field_rule(item)
         yield FieldDoc(key=key, type=type_name(hint),
                        default="(required)" if default is dataclasses.MISSING else repr(default),
-                       allowed=rule.text() if rule is not None else "", meaning=comments.get(item.name, ""))
+                       allowed=rule.text() if rule is not None else "", meaning=field_doc(item))
 
 
 def config_fields(cls: type = TrialConfig) -> list[FieldDoc]:

@@ -57,18 +57,17 @@ from ..trial import (
 class DatanormConfig:
     """Data-based normalisation: per-layer thresholds from activation percentiles, IF simulation."""
 
-    #: the percentile (0-100] of each layer's positive training activations that becomes its threshold:
-    #: 100 = the maximum (Diehl et al. 2015), 99.9 or 99.99 = robust normalisation (Rueckauer et al. 2017)
-    percentile: float = in_range(99.99, above=0, at_most=100)
-    #: training batches (data.batch_size images each) whose activations give the percentiles
-    calibration_batches: int = positive(4)
-    #: initial membrane of the IF neurons: zero (the papers) | half (theta/2)
-    v_init: str = choice("zero", ("zero", "half"))
-    #: simulation length; acc(t) is recorded for every t = 1..t_max
-    t_max: int = positive(64)
-    #: the operating point t_op = first t from which the validation acc(t) stays within this many
-    #: percentage points of its value at t_max (also the band of t_eff = first t with acc(t) >= ann_acc - it)
-    latency_tolerance: float = non_negative(1.0)
+    percentile: float = in_range(99.99, above=0, at_most=100, doc=(
+        "the percentile (0-100] of each layer's positive training activations that becomes its threshold: 100 = "
+        "the maximum (Diehl et al. 2015), 99.9 or 99.99 = robust normalisation (Rueckauer et al. 2017)"))
+    calibration_batches: int = positive(4, doc=(
+        "training batches (data.batch_size images each) whose activations give the percentiles"))
+    v_init: str = choice("zero", ("zero", "half"), doc=(
+        "initial membrane of the IF neurons: zero (the papers) | half (theta/2)"))
+    t_max: int = positive(64, doc="simulation length; acc(t) is recorded for every t = 1..t_max")
+    latency_tolerance: float = non_negative(1.0, doc=(
+        "the operating point t_op = first t from which the validation acc(t) stays within this many percentage "
+        "points of its value at t_max (also the band of t_eff = first t with acc(t) >= ann_acc - it)"))
 
 
 def percentile_of(values: torch.Tensor, percentile: float) -> float:

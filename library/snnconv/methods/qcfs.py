@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, TrialConfig, activation_names, choice, in_range, non_negative, positive
+from ..config import ConfigError, TrialConfig, activation_names, choice, in_range, non_negative, positive, setting
 from ..convert import to_if
 from ..levels import LEVEL_CHOICES, LEVEL_POLICIES, PASCAL_LISTS, levels_from_al, profile_levels
 from ..method_registry import ConversionMethod
@@ -48,28 +48,23 @@ from ..trial import (
 class QcfsConfig:
     """QCFS + PASCAL: uniform-L stage 1, layerwise-L fine-tune, PASCAL inference."""
 
-    #: uniform L of stage 1
-    stage1_levels: int = positive(8)
-    #: layerwise L of the fine-tune: a list (one L per activation layer), a named profile, or "al"
-    #: (the AL-metric policy); None keeps the uniform stage-1 L
-    levels: list[int] | str | None = None
-    #: initial QCFS threshold lambda: 8.0 (QCFS) or 1.0 (PASCAL)
-    threshold_init: float = positive(8.0)
-    #: layerwise-L fine-tune epochs (0: only set the L list)
-    finetune_epochs: int = non_negative(3)
-    #: fine-tune learning rate
-    finetune_lr: float = positive(0.01)
-    #: AL-policy thresholds (ascending): AL above the k-th threshold lowers L by k powers of two
-    al_thresholds: list[float] = in_range([20.0, 30.0, 40.0], ascending=True)
-    #: batches of the training set used to compute the AL metric
-    calibration_batches: int = positive(2)
-    #: length of the plain QCFS -> IF comparison simulation (rate coding), logged as if_snn_acc_t
-    t_max: int = positive(32)
-    #: the plain IF's latency if_t_eff = first t with acc(t) >= ann_acc - latency_tolerance (points)
-    latency_tolerance: float = non_negative(1.0)
-    #: float type of the spike-level PASCAL run and its equivalence check: float64 keeps the SNN
-    #: equal to the ANN (float32 flips ~1e-5 of the neurons at rounding boundaries by one quantum)
-    snn_dtype: str = choice("float64", ("float32", "float64"))
+    stage1_levels: int = positive(8, doc="uniform L of stage 1")
+    levels: list[int] | str | None = setting(None, doc=(
+        "layerwise L of the fine-tune: a list (one L per activation layer), a named profile, or \"al\" (the AL-"
+        "metric policy); None keeps the uniform stage-1 L"))
+    threshold_init: float = positive(8.0, doc="initial QCFS threshold lambda: 8.0 (QCFS) or 1.0 (PASCAL)")
+    finetune_epochs: int = non_negative(3, doc="layerwise-L fine-tune epochs (0: only set the L list)")
+    finetune_lr: float = positive(0.01, doc="fine-tune learning rate")
+    al_thresholds: list[float] = in_range([20.0, 30.0, 40.0], ascending=True, doc=(
+        "AL-policy thresholds (ascending): AL above the k-th threshold lowers L by k powers of two"))
+    calibration_batches: int = positive(2, doc="batches of the training set used to compute the AL metric")
+    t_max: int = positive(32, doc=(
+        "length of the plain QCFS -> IF comparison simulation (rate coding), logged as if_snn_acc_t"))
+    latency_tolerance: float = non_negative(1.0, doc=(
+        "the plain IF's latency if_t_eff = first t with acc(t) >= ann_acc - latency_tolerance (points)"))
+    snn_dtype: str = choice("float64", ("float32", "float64"), doc=(
+        "float type of the spike-level PASCAL run and its equivalence check: float64 keeps the SNN equal to the "
+        "ANN (float32 flips ~1e-5 of the neurons at rounding boundaries by one quantum)"))
 
 
 def validate(config: TrialConfig) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, TrialConfig, choice, non_negative, positive
+from ..config import ConfigError, TrialConfig, choice, non_negative, positive, setting
 from ..convert import to_if
 from ..data import load_data
 from ..method_registry import ConversionMethod
@@ -35,43 +35,34 @@ from ..trial import ProgressCallback, TrialResult, device_record, model_record, 
 class RnlConfig:
     """RNL + RIL (Ding et al. 2021): stage-2 scale training, IF conversion and simulation."""
 
-    #: weight of the Rate Inference Loss's omega term
-    lam: float = non_negative(0.1)
-    #: stage-2 learning rate (scale parameters only)
-    lr: float = positive(0.01)
-    #: stage-2 optimiser (over the scale parameters only)
-    optimizer: str = choice("sgd", ("sgd", "adam"))
-    #: stage-2 SGD momentum
-    momentum: float = non_negative(0.9)
-    #: stage-2 weight decay (pulls the raw scale to 0, p to 0.5)
-    weight_decay: float = non_negative(1e-4)
-    #: one scale parameter for all layers
-    sharescale: bool = True
-    #: raw (pre-sigmoid) initial scale of stage 2: 2.5 gives p = 0.924 (with scale_mode abs, p = |scale_init|
-    #: must be in (0, 1])
-    scale_init: float = 2.5
-    #: how the raw scale becomes p: sigmoid(scale) (the authors) or |scale|
-    scale_mode: str = choice("sigmoid", ("sigmoid", "abs"))
-    #: stage-2 epochs (at most: stage 2 stops early below the tolerance)
-    epochs: int = positive(1)
-    #: stop stage 2 when validation accuracy falls this many percentage points below the start
-    acc_tolerance: float = non_negative(3.0)
-    #: validate every this many stage-2 batches
-    inspect_interval: int = positive(20)
-    #: frozen (a copy of the stage-1 model) | self (the authors' code: the same network, detached)
-    teacher: str = choice("frozen", ("frozen", "self"))
-    #: omega aggregation of the stage-2 loss and candidate selection: mean = (sum k_l + k_out) /
-    #: (N + 1), the paper's mean over layers | doubled = (2 sum k_l + k_out) / (2N + 1), the
-    #: authors' stage-2 code (its two forward passes both trigger the hooks). The trial's reported
-    #: omega metric is always the mean, so trials stay comparable
-    omega_weighting: str = choice("mean", ("mean", "doubled"))
-    #: initial membrane of the IF neurons: zero (the authors) | half (theta/2)
-    v_init: str = choice("zero", ("zero", "half"))
-    #: simulation length; acc(t) is recorded for every t = 1..t_max
-    t_max: int = positive(64)
-    #: the operating point t_op = first t from which the validation acc(t) stays within this many
-    #: percentage points of its value at t_max (also the band of t_eff = first t with acc(t) >= ann_acc - it)
-    latency_tolerance: float = non_negative(1.0)
+    lam: float = non_negative(0.1, doc="weight of the Rate Inference Loss's omega term")
+    lr: float = positive(0.01, doc="stage-2 learning rate (scale parameters only)")
+    optimizer: str = choice("sgd", ("sgd", "adam"), doc="stage-2 optimiser (over the scale parameters only)")
+    momentum: float = non_negative(0.9, doc="stage-2 SGD momentum")
+    weight_decay: float = non_negative(1e-4, doc="stage-2 weight decay (pulls the raw scale to 0, p to 0.5)")
+    sharescale: bool = setting(True, doc="one scale parameter for all layers")
+    scale_init: float = setting(2.5, doc=(
+        "raw (pre-sigmoid) initial scale of stage 2: 2.5 gives p = 0.924 (with scale_mode abs, p = |scale_init| "
+        "must be in (0, 1])"))
+    scale_mode: str = choice("sigmoid", ("sigmoid", "abs"), doc=(
+        "how the raw scale becomes p: sigmoid(scale) (the authors) or |scale|"))
+    epochs: int = positive(1, doc="stage-2 epochs (at most: stage 2 stops early below the tolerance)")
+    acc_tolerance: float = non_negative(3.0, doc=(
+        "stop stage 2 when validation accuracy falls this many percentage points below the start"))
+    inspect_interval: int = positive(20, doc="validate every this many stage-2 batches")
+    teacher: str = choice("frozen", ("frozen", "self"), doc=(
+        "frozen (a copy of the stage-1 model) | self (the authors' code: the same network, detached)"))
+    omega_weighting: str = choice("mean", ("mean", "doubled"), doc=(
+        "omega aggregation of the stage-2 loss and candidate selection: mean = (sum k_l + k_out) / (N + 1), the "
+        "paper's mean over layers | doubled = (2 sum k_l + k_out) / (2N + 1), the authors' stage-2 code (its two "
+        "forward passes both trigger the hooks). The trial's reported omega metric is always the mean, so trials "
+        "stay comparable"))
+    v_init: str = choice("zero", ("zero", "half"), doc=(
+        "initial membrane of the IF neurons: zero (the authors) | half (theta/2)"))
+    t_max: int = positive(64, doc="simulation length; acc(t) is recorded for every t = 1..t_max")
+    latency_tolerance: float = non_negative(1.0, doc=(
+        "the operating point t_op = first t from which the validation acc(t) stays within this many percentage "
+        "points of its value at t_max (also the band of t_eff = first t with acc(t) >= ann_acc - it)"))
 
 
 def validate(config: TrialConfig) -> None:

@@ -1,5 +1,5 @@
 """Issue 15 (NIR export, the peer re-run): a digits trial's SNN written as a NIR file
-(``snnconv.nir_export``), read back unchanged, run again in snnTorch from that file, and the command
+(``snnconv.nir``), read back unchanged, run again in snnTorch from that file, and the command
 ``analysis/export.py`` on a real MLflow store. Two tiny trials (rnl and qcfs) trained once for the
 module (``slow``: about 25 s in all)."""
 
@@ -15,12 +15,14 @@ import pytest
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from snnconv import nir_command, nir_export, tracking, trial_record
+from snnconv import nir as snnconv_nir  # `nir` below is the NIR package itself
+from snnconv import tracking, trial_record
 from snnconv.config import TrialConfig, apply_overrides
 from snnconv.convert import to_if
 from snnconv.export import load_test_split
 from snnconv.layers import activation_factory
 from snnconv.models import build_model
+from snnconv.nir.__main__ import main as export_command
 from snnconv.pipeline import TrialResult, run_trial
 from snnconv.sweep_spec import trial_params
 
@@ -48,8 +50,8 @@ def trials(tmp_path_factory, one_thread) -> dict[str, Trial]:
     for method in ("rnl", "qcfs"):
         config = apply_overrides(TrialConfig(), {**TINY, "method": method, "cache_dir": str(folder / "cache")})
         result = run_trial(config)
-        path = nir_export.write_nir(nir_export.to_nir(result.model, result.model_metadata), folder / f"{method}.nir")
-        trials[method] = Trial(result, result.model_metadata, nir_export.read_nir(path), path)
+        path = snnconv_nir.write_nir(snnconv_nir.to_nir(result.model, result.model_metadata), folder / f"{method}.nir")
+        trials[method] = Trial(result, result.model_metadata, snnconv_nir.read_nir(path), path)
     return trials
 
 
@@ -65,7 +67,7 @@ def _same_value(a, b) -> bool:
 @pytest.mark.parametrize("method", ["rnl", "qcfs"])
 def test_nir_read_gives_back_the_written_graph(trials, method):
     trial = trials[method]
-    written = nir_export.to_nir(trial.result.model, trial.metadata)
+    written = snnconv_nir.to_nir(trial.result.model, trial.metadata)
     read = trial.graph
     assert set(read.nodes) == set(written.nodes)
     assert sorted(read.edges) == sorted(written.edges)
@@ -115,7 +117,7 @@ def test_snntorch_rerun_of_the_file_matches_snnconv(trials, method):
     changes one setting diverges, by the amount docs/export.md shows."""
     trial = trials[method]
     loader = load_test_split(trial.metadata)
-    results = nir_export.compare_with_snntorch(trial.result.model, trial.metadata, trial.graph, loader, STEPS)
+    results = snnconv_nir.compare_with_snntorch(trial.result.model, trial.metadata, trial.graph, loader, STEPS)
     aligned = results["aligned"]
     assert (aligned.images, aligned.steps) == (360, STEPS)
     assert aligned.pred_agreement == 1.0 and aligned.first_disagreement is None
@@ -132,7 +134,7 @@ def test_snntorch_rerun_of_the_file_matches_snnconv(trials, method):
     else:  # qcfs starts at lambda / 2, which NIR's IF cannot say
         assert results["v_init_zero"].pred_agreement < 0.95
     # and snnconv's own run is the trial's: its curve at t is the accuracy of the predictions at t
-    own = nir_export.run_snnconv(nir_export.if_network(trial.result.model, trial.metadata), loader, STEPS)
+    own = snnconv_nir.run_snnconv(snnconv_nir.if_network(trial.result.model, trial.metadata), loader, STEPS)
     labels = torch.cat([labels for _, labels in loader])
     curve = trial.result.curves["snn_acc_t" if method == "rnl" else "if_snn_acc_t"]
     accuracy = (own.predictions == labels[:, None]).double().mean(0) * 100
@@ -141,7 +143,7 @@ def test_snntorch_rerun_of_the_file_matches_snnconv(trials, method):
 
 @pytest.mark.slow
 def test_snntorchs_importer_as_made_does_not_run_the_graph(trials):
-    network = nir_export.import_snntorch(trials["rnl"].graph)
+    network = snnconv_nir.import_snntorch(trials["rnl"].graph)
     with pytest.raises((TypeError, RuntimeError)):
         network(torch.rand(2, 1, 8, 8))
 
@@ -150,14 +152,14 @@ def test_a_residual_network_is_refused_with_the_reason():
     model = build_model("resnet18", activation_factory("rnl"), num_classes=10, in_channels=3, image_size=32)
     metadata = {"method": "rnl", "v_init": "zero", "t_max": 8, "input_shape": [3, 32, 32], "num_classes": 10}
     with pytest.raises(ValueError, match="feed-forward chains.*residual addition"):
-        nir_export.to_nir(model, metadata)
+        snnconv_nir.to_nir(model, metadata)
     assert to_if(model) is not None  # it does convert; only NIR export refuses it
 
 
 def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "snntorch", None)  # as if not installed: importing it raises ImportError
-    code = nir_command.main(["0123abcd", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                             "--out", str(tmp_path / "out")])
+    code = export_command(["0123abcd", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err == ("error: NIR export needs the 'snntorch' package: pip install -e '.[nir]'  "
@@ -194,7 +196,7 @@ def store(trials, tmp_path_factory):
 def test_export_command_writes_reruns_and_logs_on_the_run(store, tmp_path, capsys):
     uri, run_ids = store
     out = tmp_path / "export"
-    code = nir_command.main([run_ids["qcfs"], "--tracking-uri", uri, "--out", str(out)])
+    code = export_command([run_ids["qcfs"], "--tracking-uri", uri, "--out", str(out)])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     assert (out / "model.nir").is_file() and (out / "agreement.md").is_file()
@@ -224,11 +226,11 @@ def test_export_command_refuses_bad_input_before_writing(store, tmp_path, capsys
         (run_ids["rnl"], "--max-images", "-3"): "error: --max-images must be at least 1, got -3",
     }
     for argv, message in cases.items():
-        code = nir_command.main([*argv, "--tracking-uri", uri, "--out", str(out)])
+        code = export_command([*argv, "--tracking-uri", uri, "--out", str(out)])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
         assert not out.exists()
-    code = nir_command.main([run_ids["rnl"], "--tracking-uri", f"sqlite:///{tmp_path / 'none' / 'x.db'}"])
+    code = export_command([run_ids["rnl"], "--tracking-uri", f"sqlite:///{tmp_path / 'none' / 'x.db'}"])
     assert code == 2 and capsys.readouterr().err.startswith("error: ")
     assert math.isfinite(tracking.client_for(uri).get_run(run_ids["rnl"]).data.metrics["acc_op"])
 
@@ -242,7 +244,7 @@ def test_the_agreement_tables_in_the_docs_name_the_codes_variants():
         table = text[text.index(start) + len(start):text.index(end)]
         rows = [line for line in table.splitlines() if line.startswith("| `")]
         cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-        assert [cell[0].strip("`") for cell in cells] == list(nir_export.PEER_VARIANTS), method
-        assert [cell[1] for cell in cells] == [nir_export.VARIANT_CAUSES[v] for v in nir_export.PEER_VARIANTS]
+        assert [cell[0].strip("`") for cell in cells] == list(snnconv_nir.PEER_VARIANTS), method
+        assert [cell[1] for cell in cells] == [snnconv_nir.VARIANT_CAUSES[v] for v in snnconv_nir.PEER_VARIANTS]
         assert cells[0][2:] == ["1.0000", "0.00e+00", "none"], method
-        assert table.splitlines()[0] == nir_export.agreement_table({}).splitlines()[0]
+        assert table.splitlines()[0] == snnconv_nir.agreement_table({}).splitlines()[0]

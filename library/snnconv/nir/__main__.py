@@ -1,4 +1,5 @@
-"""``analysis/export.py``: a trial run's SNN as a NIR file, run again in snnTorch, both logged on the run.
+"""``python -m snnconv.nir`` (or ``analysis/export.py``): a trial run's SNN as a NIR file, run again in
+snnTorch, both logged on the run.
 
     python analysis/export.py RUN_ID                  # ./nir/<RUN_ID>/model.nir, agreement.md; both on the run
     python analysis/export.py RUN_ID --out DIR --max-images 100 --steps 32
@@ -6,9 +7,9 @@
 
 What it does, in order: checks the options, the ``nir`` extra and the tracking URI (a user error is
 one ``error:`` line and exit status 2, before anything is written); loads the run's logged model and
-its metadata; writes ``model.nir`` (:func:`snnconv.nir_export.to_nir`) and reads it back; runs the
+its metadata; writes ``model.nir`` (:func:`snnconv.nir.to_nir`) and reads it back; runs the
 file in snnTorch on the trial's test split beside snnconv's own simulation, once per
-:data:`snnconv.nir_export.PEER_VARIANTS` setting, and writes ``agreement.md``; logs both files
+:data:`snnconv.nir.PEER_VARIANTS` setting, and writes ``agreement.md``; logs both files
 under the run's ``nir/`` artifacts and the metrics ``nir_pred_agreement`` and
 ``nir_max_spike_rel_diff`` (the ``aligned`` run) and ``nir_pred_agreement.<variant>`` /
 ``nir_max_spike_rel_diff.<variant>`` (the others).
@@ -21,9 +22,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import nir_export, tracking
-from .export import load_test_split
-from .pareto_report import ReportFolderError, check_report_folder
+from .. import tracking
+from ..export import load_test_split
+from ..pareto_report import ReportFolderError, check_report_folder
+from . import (
+    Agreement,
+    NIRUnavailable,
+    agreement_table,
+    compare_with_snntorch,
+    default_steps,
+    read_nir,
+    require,
+    to_nir,
+    write_nir,
+)
 
 #: exit status of a user error (bad option, run, store or missing extra)
 USER_ERROR = 2
@@ -54,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check(args)
         return _run(args)
-    except (tracking.TrackingError, ReportFolderError, nir_export.NIRUnavailable, ValueError) as error:
+    except (tracking.TrackingError, ReportFolderError, NIRUnavailable, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR
 
@@ -66,7 +78,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
     for package in ("nir", "nirtorch", "snntorch"):
-        nir_export.require(package)
+        require(package)
     args.tracking_uri = tracking.check_tracking_uri(args.tracking_uri, create=False)
     args.out = args.out if args.out is not None else Path("nir") / args.run_id
     check_report_folder(args.out)
@@ -76,28 +88,28 @@ def _run(args: argparse.Namespace) -> int:
     model, metadata = tracking.load_run_model(args.tracking_uri, args.run_id)
     if "method" not in metadata:
         raise ValueError(f"run {args.run_id[:8]}'s model has no conversion metadata; was it logged by snnconv?")
-    graph = nir_export.to_nir(model, metadata)
-    path = nir_export.write_nir(graph, args.out / "model.nir")
-    read_back = nir_export.read_nir(path)
+    graph = to_nir(model, metadata)
+    path = write_nir(graph, args.out / "model.nir")
+    read_back = read_nir(path)
     if_layers = sum(type(node).__name__ == "IF" for node in graph.nodes.values())
     network = "rate-coded IF network" if metadata["method"] == "rnl" else "rate-coded IF version of the QCFS network"
     print(f"wrote {path}: {len(graph.nodes)} nodes, {if_layers} IF layers ({metadata['method']}, {network})")
     files, metrics = [path], {}
     if not args.no_rerun:
-        steps = nir_export.default_steps(metadata) if args.steps is None else args.steps
+        steps = default_steps(metadata) if args.steps is None else args.steps
         print(f"re-running it in snnTorch beside snnconv: {steps} steps on the test split"
               f"{'' if args.max_images is None else f' (first {args.max_images} images)'}", flush=True)
 
-        def progress(variant: str, result: nir_export.Agreement) -> None:
+        def progress(variant: str, result: Agreement) -> None:
             print(f"  {variant:<22} predictions equal {result.pred_agreement:.4f}, "
                   f"max spike-count rel. diff {result.max_spike_rel_diff:.2e}", flush=True)
 
-        results = nir_export.compare_with_snntorch(model, metadata, read_back, load_test_split(metadata), steps,
-                                                   max_images=args.max_images, progress=progress)
+        results = compare_with_snntorch(model, metadata, read_back, load_test_split(metadata), steps,
+                                        max_images=args.max_images, progress=progress)
         table = args.out / "agreement.md"
         table.write_text(f"# snnTorch re-run of {path.name} (run {args.run_id})\n\n"
                          f"{results['aligned'].images} test images x {steps} steps.\n\n"
-                         + nir_export.agreement_table(results))
+                         + agreement_table(results))
         files.append(table)
         metrics = dict(results["aligned"].metrics())
         for variant, result in results.items():
@@ -107,3 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"logged {', '.join(f.name for f in files)} under the run's {ARTIFACT_PATH}/ artifacts"
           + (f"; nir_pred_agreement = {metrics['nir_pred_agreement']:.4f}" if metrics else ""))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
