@@ -331,7 +331,8 @@ def test_a_trial_records_its_device(one_thread, tmp_path):
 
 
 def test_the_device_is_logged_as_params(tmp_path):
-    assert {"device", "gpu_name"} <= set(tracking.TRIAL_PARAMS)
+    assert {"device", "gpu_name"} <= set(tracking.trial_param_names())
+    assert {"lam", "levels_profile", "percentile"} <= set(tracking.trial_param_names())  # each method's own
     result = TrialResult(method="qcfs", ann_acc=90.0, val_ann_acc=90.0, snn_acc=90.0, val_snn_acc=90.0,
                          operating_point=OperatingPoint(3.0, 90.0, 90.0, 0.1, True, PASCAL_T_EFF),
                          latency_tolerance=1.0, omega=1.0, t_eff=3.0, synops=1.0, energy_mj=0.1,

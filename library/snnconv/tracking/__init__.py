@@ -16,6 +16,7 @@ the ``MLFLOW_TRACKING_URI`` environment variable, which a library should not do 
 """
 
 from .contract import (
+    COMMON_PARAMS,
     DATASET_CONTEXT_TAG,
     DEFAULT_EXPERIMENT,
     DEFAULT_TRACKING_URI,
@@ -29,9 +30,9 @@ from .contract import (
     ROLE_TAG,
     SELECT_ON_TAG,
     TRIAL_METRICS,
-    TRIAL_PARAMS,
     TRIAL_TAGS,
     TrackingError,
+    trial_param_names,
 )
 from .models import (
     RegisteredVersion,
@@ -101,7 +102,7 @@ __all__ = [
     "CREDENTIALS_HINT", "DATABASE_HINT", "DATABASE_SCHEMES", "DATASET_CONTEXT_TAG", "DEFAULT_EXPERIMENT",
     "DEFAULT_TRACKING_URI", "DRIVER_HINT", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILURE_TAG", "HEALTH_PATH",
     "INTERVAL_METRICS", "MISSING_HINT", "MODEL_NAME", "NUMERIC_PARAMS", "PARENT_TAG", "PROBE_PATH", "ROLE_TAG",
-    "SELECT_ON_TAG", "SERVER_HINT", "TRIAL_METRICS", "TRIAL_PARAMS", "TRIAL_TAGS", "URI_HINT",
+    "SELECT_ON_TAG", "SERVER_HINT", "TRIAL_METRICS", "COMMON_PARAMS", "TRIAL_TAGS", "URI_HINT",
     "ProgressLog", "RegisteredVersion", "SweepLocation", "SweepRuns", "SweepTracker", "TrackingError", "TrialStart",
     "attach_report", "check_tracking_uri", "client_for", "close_unfinished", "end_sweep", "end_trial",
     "find_experiment", "find_run_model", "find_sweep", "image_results", "load_run_model", "load_sweep",
@@ -109,5 +110,5 @@ __all__ = [
     "prepare_store", "published_figures", "record_pruned", "record_trial_failure", "register_run_model",
     "reopen_sweep", "resolve_tracking_uri", "run_metrics", "run_model_id", "run_status", "runs_url",
     "search_children", "set_run_tags", "start_configuration", "start_sweep", "start_trial", "sweep_runs_frame",
-    "trial_runs", "trials_frame",
+    "trial_param_names", "trial_runs", "trials_frame",
 ]

@@ -15,6 +15,8 @@ carry an ``error`` tag; after the sweep each child has ``pareto_latency``, ``par
 
 from __future__ import annotations
 
+from ..method_registry import registered
+
 #: MLflow 3's own default store: ``mlflow.db`` in the current folder (``mlflow ui`` there opens it)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "snnconv"
@@ -31,13 +33,14 @@ MODEL_NAME = "model"
 #: the input tag MLflow uses for a dataset input's role (the "context" beside the dataset's name)
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 
-#: the contract's trial params and metrics; a loaded frame always has these columns (NaN if absent)
-TRIAL_PARAMS = ("method", "model", "dataset", "lam", "lr", "sharescale", "scale_init", "levels",
-                "levels_profile", "seed", "stage1_key", "latency_tolerance", "device", "gpu_name",
-                "val_images", "test_images")
+#: the params every trial has, whatever its method; a loaded frame always has these columns (NaN if absent),
+#: and those of every registered method's ``param_names`` (:func:`trial_param_names`)
+COMMON_PARAMS = ("method", "model", "dataset", "seed", "stage1_epochs", "stage1_lr", "stage1_key", "levels",
+                 "device", "gpu_name", "val_images", "test_images")
 TRIAL_METRICS = ("val_ann_acc", "ann_acc", "val_snn_acc", "snn_acc", "t_op", "val_acc_op", "acc_op",
                  "energy_op_mj", "converged", "omega", "t_eff", "synops", "energy_mj", "equiv_max_abs_err")
-NUMERIC_PARAMS = ("lam", "lr", "scale_init", "latency_tolerance", "val_images", "test_images")
+#: the params a loaded frame holds as numbers (the rest stay text)
+NUMERIC_PARAMS = ("lam", "lr", "scale_init", "percentile", "latency_tolerance", "val_images", "test_images")
 #: each accuracy's 95 % Wilson interval (``TrialResult.intervals``): metrics ``<name>_low``, ``<name>_high``
 INTERVAL_METRICS = tuple(f"{name}_{end}" for name in ("val_acc_op", "acc_op", "val_ann_acc", "ann_acc")
                          for end in ("low", "high"))
@@ -45,6 +48,15 @@ TRIAL_TAGS = ("trial_id", "error")
 #: tag of a trial run that ended FAILED: "exception" (the trial's own code raised; rerunning it gives the
 #: same error, so it is not retried) or "worker" (its process died: retried up to --max-failures)
 FAILURE_TAG = "failure"
+
+
+def trial_param_names() -> tuple[str, ...]:
+    """The trial params of the contract: :data:`COMMON_PARAMS`, then each registered method's own
+    (``ConversionMethod.param_names``: rnl's ``lam``, qcfs's ``levels_profile``, datanorm's ``percentile`` ...)."""
+    names = dict.fromkeys(COMMON_PARAMS)
+    for method in registered():
+        names.update(dict.fromkeys(method.param_names))
+    return tuple(names)
 
 
 class TrackingError(ValueError):

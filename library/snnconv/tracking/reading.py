@@ -32,9 +32,9 @@ from .contract import (
     ROLE_TAG,
     SELECT_ON_TAG,
     TRIAL_METRICS,
-    TRIAL_PARAMS,
     TRIAL_TAGS,
     TrackingError,
+    trial_param_names,
 )
 from .uri import resolve_tracking_uri
 
@@ -177,7 +177,7 @@ def search_children(client: MlflowClient, experiment_id: str, parent_id: str, wh
 def trials_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per run with the columns described in ``SweepRuns`` (in the contract's order)."""
     rows = [_trial_row(run) for run in runs]
-    base = ["run_id", "run_name", "status", "start_time", *TRIAL_TAGS, *TRIAL_PARAMS, *TRIAL_METRICS]
+    base = ["run_id", "run_name", "status", "start_time", *TRIAL_TAGS, *trial_param_names(), *TRIAL_METRICS]
     frame = pd.DataFrame(rows)
     for column in base:
         if column not in frame:
