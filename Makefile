@@ -2,8 +2,9 @@
 # `make test` (install, then run the whole test suite, as CI does). Both create .venv on first use, from
 # requirements.lock: exact versions with their hashes, so every machine installs what CI tested.
 # Also: `make test-fast` (the tests that start no Ray and take at most a few seconds each, doctests
-# included), `make lint` (ruff, configured in pyproject.toml), `make lock` (renew requirements.lock from
-# pyproject.toml's ranges) and `make test-latest` (the newest releases those ranges allow, in .venv-latest).
+# included), `make lint` (ruff, and mypy on the library; both configured in pyproject.toml), `make lock` (renew
+# requirements.lock from pyproject.toml's ranges) and `make test-latest` (the newest releases those ranges
+# allow, in .venv-latest).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -46,6 +47,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check library sweeps analysis bench tests tools
+	$(PY) -m mypy
 
 # the README's demo pictures: the demo sweep in a scratch folder, its report, two PNGs copied
 docs-images: $(STAMP)

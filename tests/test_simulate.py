@@ -191,7 +191,7 @@ def test_converter_refuses_relu_and_functional_nonlinearities():
         to_if(relu_model)
     with pytest.raises(ValueError, match="max_pool2d"):
         to_if(FunctionalMaxPool())
-    with pytest.raises(ValueError, match="without RateNorm or QCFS"):
+    with pytest.raises(ValueError, match="without RateNorm, QCFS or clipped ReLU"):
         to_if(nn.Sequential(nn.Linear(2, 2)))
     bad = nn.Sequential(nn.Linear(2, 2), QCFS(levels=2, threshold=-1.0))
     with pytest.raises(ValueError, match=r"'1' \(QCFS\).*positive"):

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from filelock import FileLock
@@ -120,7 +120,8 @@ class Stage1Cache:
                 check(state_dict)
             except CacheEntryRefused as error:
                 raise CacheEntryRefused(f"stage-1 cache entry {path}: {error}") from None
-        return CacheEntry(key, path, state_dict, meta, hit=True)
+        # meta is a dict: it recorded this key
+        return CacheEntry(key, path, state_dict, cast(dict[str, Any], meta), hit=True)
 
     def _make_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o770)

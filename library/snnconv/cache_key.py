@@ -1,7 +1,7 @@
 """The stage-1 cache key: a stable hash of everything that determines a stage-1 network's weights.
 
 No torch here: the sweep's driver computes the keys of the networks it trains before the trials
-(``snnconv.sweep.stage1_plan``) without importing it. :mod:`snnconv.cache` stores entries under these
+(``snnconv.sweep_stage1.stage1_plan``) without importing it. :mod:`snnconv.cache` stores entries under these
 keys and :mod:`snnconv.pipeline` trains them.
 """
 

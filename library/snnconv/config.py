@@ -336,7 +336,7 @@ def _check_type(path: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected text, got {value!r}")
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _from_dict(hint, value, path)
     raise ConfigError(f"{path}: unsupported type {hint!r}")  # pragma: no cover
 

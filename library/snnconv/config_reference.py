@@ -89,7 +89,7 @@ def _walk(cls: type, prefix: str) -> Iterator[FieldDoc]:
             continue
         key = f"{prefix}{item.name}"
         hint = hints[item.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             yield from _walk(hint, f"{key}.")
             continue
         default = _default_of(item)

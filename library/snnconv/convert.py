@@ -7,6 +7,7 @@ naming the layer.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
@@ -117,11 +118,17 @@ def fold_batchnorm(model: nn.Module, graph) -> list[str]:
     the BN becomes nn.Identity. Returns the folded BN names. Same function, one pass less per step."""
     folded = []
     for weight_name, bn_name in dataflow.conv_bn_pairs(model, graph):
-        weight, bn = model.get_submodule(weight_name), model.get_submodule(bn_name)
+        # conv_bn_pairs gives Conv2d -> BatchNorm2d and Linear -> BatchNorm1d pairs only
+        weight = model.get_submodule(weight_name)
+        bn = cast(nn.BatchNorm1d | nn.BatchNorm2d, model.get_submodule(bn_name))
         if not bn.track_running_stats or bn.running_mean is None:
             continue
-        fuse = fuse_conv_bn_eval if isinstance(weight, nn.Conv2d) else fuse_linear_bn_eval
-        _set_module(model, weight_name, fuse(weight.eval(), bn.eval()))
+        fused: nn.Module
+        if isinstance(weight, nn.Conv2d):
+            fused = fuse_conv_bn_eval(weight.eval(), bn.eval())
+        else:
+            fused = fuse_linear_bn_eval(cast(nn.Linear, weight).eval(), bn.eval())
+        _set_module(model, weight_name, fused)
         _set_module(model, bn_name, nn.Identity())
         folded.append(bn_name)
     return folded
@@ -137,10 +144,10 @@ def cache_static_inputs(model: nn.Module, graph) -> list[str]:
 
 def mark_owned_inputs(model: nn.Module, graph) -> list[str]:
     """Let each IF neuron whose input current nothing else reads reuse that memory (in place)."""
-    neurons = {name for name, module in model.named_modules() if isinstance(module, IFNeuron)}
-    owned = dataflow.exclusive_inputs(model, graph, neurons)
+    neurons = {name: module for name, module in model.named_modules() if isinstance(module, IFNeuron)}
+    owned = dataflow.exclusive_inputs(model, graph, set(neurons))
     for name in owned:
-        model.get_submodule(name).owns_input = True
+        neurons[name].owns_input = True
     return sorted(owned)
 
 

@@ -13,10 +13,10 @@ Trials never download: MNIST, Fashion-MNIST, CIFAR and ImageNet folders are prep
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -40,14 +40,23 @@ DEFAULT_VAL_SIZE = {"mnist": 5000, "fashion-mnist": 5000, "cifar10": 10000, "cif
 MNIST_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
+class Loader(Protocol):
+    """What a data bundle's split is: batches ``(images, labels)`` when iterated, ``len()`` the number of
+    batches (a torch ``DataLoader`` or a :class:`TensorLoader`)."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
 @dataclass
 class DataBundle:
     """Loaders and the shape facts a model needs."""
 
     name: str
-    train: Iterable
-    val: Iterable
-    test: Iterable
+    train: Loader
+    val: Loader
+    test: Loader
     num_classes: int
     in_channels: int
     image_size: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import fx, nn
@@ -38,14 +39,19 @@ def trace(model: nn.Module) -> fx.Graph | None:
         return None
 
 
+def _module_name(node: fx.Node) -> str:
+    """The qualified module name a ``call_module`` node calls (fx gives such a node a str target)."""
+    return cast(str, node.target)
+
+
 def _module(model: nn.Module, node: fx.Node) -> nn.Module | None:
-    return model.get_submodule(node.target) if node.op == "call_module" else None
+    return model.get_submodule(_module_name(node)) if node.op == "call_module" else None
 
 
 def conv_bn_pairs(model: nn.Module, graph: fx.Graph) -> list[tuple[str, str]]:
     """``(weight layer, batch norm)`` names where the BN's only input is the weight layer's output
     and nothing else reads that output (Conv2d -> BatchNorm2d, Linear -> BatchNorm1d)."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for node in graph.nodes:
         bn = _module(model, node)
         if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not node.args:
@@ -56,7 +62,7 @@ def conv_bn_pairs(model: nn.Module, graph: fx.Graph) -> list[tuple[str, str]]:
         weight = _module(model, source)
         if (isinstance(weight, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or (
                 isinstance(weight, nn.Linear) and isinstance(bn, nn.BatchNorm1d)):
-            pairs.append((source.target, node.target))
+            pairs.append((_module_name(source), _module_name(node)))
     return pairs
 
 

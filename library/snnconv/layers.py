@@ -55,6 +55,8 @@ class RateNorm(nn.Module):
     float32 for a bfloat16 / float16 input (computed in float32, see :func:`full_precision`).
     """
 
+    running_max: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(
         self,
         scale_init: float = 10.0,
@@ -101,6 +103,8 @@ class ClippedReLU(nn.Module):
     converts to an IF neuron with that threshold and spike amplitude (:func:`snnconv.convert.to_if`).
     ``threshold`` is a buffer (a 0-d float32 tensor), not trained. Computes in float32 like the others.
     """
+
+    threshold: torch.Tensor  # a buffer (register_buffer in __init__)
 
     def __init__(self, threshold: float) -> None:
         super().__init__()

@@ -310,7 +310,7 @@ def al_metric(values: Any, num_bins: int = 5) -> float:
     return float(peakedness * (skew ** 2 + 1.0) * (kurtosis + 3.0 * bins ** 2 / ((bins - 2) * (bins - 3))))
 
 
-def _qcfs_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _qcfs_layers(model: nn.Module) -> list[tuple[str, QCFS]]:
     from .layers import QCFS
 
     layers = [(name, module) for name, module in model.named_modules() if isinstance(module, QCFS)]

@@ -11,6 +11,8 @@ so the layer runs once per batch and its output is reused.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -108,7 +110,8 @@ class StaticInput(nn.Module):
         if x is not self._input:
             self._output = self.layer(x)
             self._input = x
-        return self._output
+        # set together with _input: not None once an input has come
+        return cast(torch.Tensor, self._output)
 
     def reset_state(self) -> None:
         self._input = None

@@ -143,12 +143,14 @@ def tied_with_front(costs: np.ndarray, members: np.ndarray, results: Sequence[Im
             continue
         if not np.isfinite(costs[i]):
             continue
-        cheaper = [m for m in front if costs[m] <= costs[i]]
+        cheaper = [int(m) for m in front if costs[m] <= costs[i]]
         unknown = False
+        own = results[i]
         for m in cheaper:
-            if results[i] is None or results[m] is None or not results[m].comparable(results[i], split):
+            member = results[m]
+            if own is None or member is None or not member.comparable(own, split):
                 unknown = True
-            elif beats(results[m].correct[split], results[i].correct[split], alpha):
+            elif beats(member.correct[split], own.correct[split], alpha):
                 tied[i] = False
                 break
         else:

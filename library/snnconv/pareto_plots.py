@@ -40,6 +40,7 @@ from .pareto_tables import as_number, parse_levels, run_label, write_front_csv
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.typing import LegendLocType
 
 #: colour and marker of a method the registry does not know (a run logged by another version)
 OTHER_STYLE = ("tab:gray", "v")
@@ -258,7 +259,7 @@ def _any_finite_finished(trials: pd.DataFrame, accuracy: str) -> bool:
 
 
 def _finish(figure: Figure, axes: Axes, path: Path | str, *, xlabel: str, ylabel: str, title: str,
-            legend_size: int, legend_loc: str) -> Path:
+            legend_size: int, legend_loc: LegendLocType) -> Path:
     """Label, grid and legend a single-axes figure the report's way, then write it as PNG to ``path``."""
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
@@ -307,6 +308,7 @@ def plot_operating_curves(runs: pd.DataFrame, val_curves: Mapping[str, pd.Series
         return None
     figure = new_figure(7.0, 4.6)
     axes = figure.add_subplot()
+    label: str | None
     for index, row in enumerate(rows):
         colour, label = f"C{index % 10}", f"{row.get('run_name')}: {run_label(row)}"
         for curves, style in ((val_curves, "-"), (test_curves, ":")):
@@ -351,8 +353,8 @@ def plot_acc_curves(runs: pd.DataFrame, curves: Mapping[str, pd.Series], path: P
 
 def plot_levels(runs: pd.DataFrame, path: Path | str) -> Path | None:
     """PNG of the per-layer L of the qcfs rows of ``runs`` (log2 axis); None when there is none."""
-    rows = [(row, parse_levels(row.get("levels"))) for _, row in runs.iterrows() if row.get("method") == "qcfs"]
-    rows = [(row, levels) for row, levels in rows if levels]
+    parsed = [(row, parse_levels(row.get("levels"))) for _, row in runs.iterrows() if row.get("method") == "qcfs"]
+    rows = [(row, levels) for row, levels in parsed if levels]
     if not rows:
         return None
     figure = new_figure(7.0, 4.2)

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -231,7 +231,9 @@ def front_text(analysis: ParetoAnalysis, name: str) -> str:
         return f"{front.size} run(s) on the front, knee {knee}, hypervolume {front.hypervolume:.4g}"
 
     if spec.per_method:
-        parts = [f"{panel_title(spec, front.method)}: {describe(front)}" for front in analysis.spec_fronts(name)]
+        # each front of a per-method spec is one method's (its method is set)
+        parts = [f"{panel_title(spec, cast(str, front.method))}: {describe(front)}"
+                 for front in analysis.spec_fronts(name)]
         text = ("Each method's own front (its Ω is not comparable across methods); a run is on the front when it "
                 "is on its method's. " + "; ".join(parts) + ".")
     else:

@@ -104,7 +104,7 @@ def front_table(runs: pd.DataFrame, legacy: bool = False) -> pd.DataFrame:
     derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text,
                "val_ci": lambda row: interval_text(row, "val_acc_op"),
                "test_ci": lambda row: interval_text(row, "acc_op")}
-    table = {}
+    table: dict[str, Any] = {}  # heading -> a column: a list of texts, a Series or NaN throughout
     for column, heading in (LEGACY_TABLE_COLUMNS if legacy else TABLE_COLUMNS):
         if not legacy and column in derived:
             table[heading] = [derived[column](row) for _, row in runs.iterrows()]

@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from filelock import FileLock
 
@@ -53,7 +53,7 @@ class CifarSpec:
     ``tgz_md5`` the archive), the number of classes and the split sizes in images."""
 
     name: str
-    dataset: type
+    dataset: type[Any]  # a torchvision data set class (torchvision has no type information)
     classes: int
     train_size: int = 50000
     test_size: int = 10000
@@ -88,7 +88,7 @@ class MnistSpec:
     unpacked files from ``<class name>/raw/``), the number of classes and the split sizes in images."""
 
     name: str
-    dataset: type
+    dataset: type[Any]  # a torchvision data set class (torchvision has no type information)
     classes: int = 10
     train_size: int = 60000
     test_size: int = 10000
@@ -180,10 +180,11 @@ def download_spec(name: str) -> DownloadSpec:
     and checksums)."""
     from torchvision import datasets
 
-    specs = {"mnist": lambda: MnistSpec("mnist", datasets.MNIST),
-             "fashion-mnist": lambda: MnistSpec("fashion-mnist", datasets.FashionMNIST),
-             "cifar10": lambda: CifarSpec("cifar10", datasets.CIFAR10, 10),
-             "cifar100": lambda: CifarSpec("cifar100", datasets.CIFAR100, 100)}
+    specs: dict[str, Callable[[], DownloadSpec]] = {
+        "mnist": lambda: MnistSpec("mnist", datasets.MNIST),
+        "fashion-mnist": lambda: MnistSpec("fashion-mnist", datasets.FashionMNIST),
+        "cifar10": lambda: CifarSpec("cifar10", datasets.CIFAR10, 10),
+        "cifar100": lambda: CifarSpec("cifar100", datasets.CIFAR100, 100)}
     if name not in specs:
         raise PrepareError(f"{name!r} cannot be downloaded; allowed: {', '.join(specs)}")
     return specs[name]()
@@ -246,14 +247,17 @@ def prepare_download(spec: DownloadSpec, data_dir: str | Path,
     """
     root = writable_folder(data_root(data_dir))
     expected = spec.files()
-    record = {"name": spec.name, "files": expected,
-              "sizes": {"train": spec.train_size, "test": spec.test_size, "classes": spec.classes}}
+    expected_sizes = {"train": spec.train_size, "test": spec.test_size, "classes": spec.classes}
+    record = {"name": spec.name, "files": expected, "sizes": expected_sizes}
     marker = root / f".snnconv-prepared-{spec.name}.json"
     with FileLock(str(root / LOCK_NAME)):
         missing = missing_files(root, expected)
         if missing:
             try:
-                (download or type(spec).download)(spec, root)
+                if download is not None:
+                    download(spec, root)
+                else:
+                    spec.download(root)
             except (OSError, RuntimeError) as error:
                 raise PrepareError(f"{spec.name}: download into {root} failed ({' '.join(str(error).split())})"
                                    ) from error
@@ -266,7 +270,7 @@ def prepare_download(spec: DownloadSpec, data_dir: str | Path,
             + (f": {len(expected)} archives and the {unpacked} files unpacked from them" if unpacked else ""))
         if not missing and marker.is_file() and json.loads(marker.read_text()) == record:
             say(f"{spec.name}: already prepared in {root}; nothing downloaded")
-            return Prepared(spec.name, root, record["sizes"], verified, already_prepared=True)
+            return Prepared(spec.name, root, expected_sizes, verified, already_prepared=True)
         sizes = split_sizes(spec, root)
         say(f"{spec.name}: split sizes train {sizes['train']}, test {sizes['test']} images, "
             f"{sizes['classes']} classes")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -261,7 +261,14 @@ def model_record(config: TrialConfig, data: DataBundle, point: OperatingPoint, l
     return {"data": facts, "model_metadata": metadata, "example_input": images[:1].detach().float().cpu()}
 
 
-def device_record(device: torch.device) -> dict[str, str]:
+class DeviceRecord(TypedDict):
+    """:func:`device_record`: keyword arguments of :class:`TrialResult`."""
+
+    device: str
+    gpu_name: str
+
+
+def device_record(device: torch.device) -> DeviceRecord:
     """The ``device`` and ``gpu_name`` fields of a trial's result (``cpu`` / ``none`` on the CPU)."""
     return {"device": device.type, "gpu_name": device_gpu_name(device)}
 

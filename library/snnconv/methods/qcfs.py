@@ -16,12 +16,13 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ..config import ConfigError, TrialConfig, activation_names, choice, in_range, non_negative, positive, setting
 from ..convert import to_if
+from ..layers import QCFS
 from ..levels import LEVEL_CHOICES, LEVEL_POLICIES, PASCAL_LISTS, levels_from_al, profile_levels
 from ..method_registry import ConversionMethod
 from ..metrics import al_per_layer, ann_macs, energy_mj, qcfs_omega, t_eff_table
@@ -141,7 +142,8 @@ def run(config: TrialConfig, on_progress: ProgressCallback, device: torch.device
                                   **epoch_metrics(stats), "progress": stats.epoch / max(1, qcfs.finetune_epochs)}))
 
     ann_acc, val_ann_acc = evaluate(model, data.test, device), evaluate(model, data.val, device)
-    thresholds = [float(layer.module.threshold.detach()) for layer in layers]
+    # stage 1 built the model with QCFS activations (stage1_activation): every activation layer is a QCFS
+    thresholds = [float(cast(QCFS, layer.module).threshold.detach()) for layer in layers]
     nonpositive = [layer.name for layer, value in zip(layers, thresholds) if value <= 0]
     warnings = stage1_warnings(first)
     if nonpositive:

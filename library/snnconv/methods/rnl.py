@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from torch import nn
 from ..config import ConfigError, TrialConfig, choice, non_negative, positive, setting
 from ..convert import to_if
 from ..data import load_data
+from ..layers import RateNorm
 from ..method_registry import ConversionMethod
 from ..metrics import ann_macs, energy_mj, model_omega
 from ..models import activation_layers
@@ -102,7 +103,7 @@ def layer_table(model: nn.Module, omega: Mapping[str, float], simulation: Simula
     firing_rate, spikes per image over T_max, fan_out."""
     rows = []
     for layer in activation_layers(model):
-        module = layer.module
+        module = cast(RateNorm, layer.module)  # an RNL model's activations are Rate Norm layers
         rows.append({
             "name": layer.name, "fan_in": layer.fan_in, "running_max": module.running_max.item(),
             "scale": module.scale.item(), "p": module.p().item(), "threshold": module.threshold().item(),

@@ -46,6 +46,7 @@ def build_model(
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     large = image_size >= 64
+    model: nn.Module
     if name == "small":
         model = SmallCNN(activation, num_classes, in_channels, image_size,
                          DEFAULT_DROPOUT["small"] if dropout is None else dropout)
@@ -113,18 +114,18 @@ def activation_layers(model: nn.Module) -> list[LayerInfo]:
 
 def set_levels(model: nn.Module, levels: Sequence[int]) -> None:
     """Give each QCFS layer its own L, in forward order; refuses a list of the wrong length."""
-    qcfs = [layer for layer in activation_layers(model) if isinstance(layer.module, QCFS)]
+    qcfs = [(layer.name, layer.module) for layer in activation_layers(model) if isinstance(layer.module, QCFS)]
     if not qcfs:
         raise ValueError("set_levels needs a model built with QCFS activations")
     levels = list(levels)
     if len(levels) != len(qcfs):
-        names = ", ".join(layer.name for layer in qcfs)
+        names = ", ".join(name for name, _ in qcfs)
         raise ValueError(
             f"levels has {len(levels)} entries but the model has {len(qcfs)} QCFS layers; "
             f"expected one L per layer, in this order: {names}"
         )
-    for layer, value in zip(qcfs, levels):
-        layer.module.levels = check_levels_value(value)
+    for (_, module), value in zip(qcfs, levels):
+        module.levels = check_levels_value(value)
 
 
 def get_levels(model: nn.Module) -> list[int]:

@@ -39,7 +39,7 @@ class VGG(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for item in CONFIGS[depth]:
-            if item == "P":
+            if isinstance(item, str):  # "P", the only string in CONFIGS
                 layers.append(nn.AvgPool2d(2))
             else:
                 layers += [nn.Conv2d(channels, item, 3, padding=1), nn.BatchNorm2d(item), activation()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ def snntorch_network(graph: Any, settings: PeerSettings = PeerSettings()
     neurons: dict[str, _PeerNeuron] = {}
     for name, node in graph.nodes.items():
         if type(node).__name__ == "Flatten":  # NIR counts dimensions without the batch, torch with it
-            flatten = network.get_submodule(name)
+            flatten = cast(nn.Flatten, network.get_submodule(name))  # the importer makes a torch.nn.Flatten
             flatten.start_dim = int(node.start_dim) + 1 if node.start_dim >= 0 else int(node.start_dim)
             flatten.end_dim = int(node.end_dim) + 1 if node.end_dim >= 0 else int(node.end_dim)
         if type(node).__name__ != "IF":

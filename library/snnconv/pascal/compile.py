@@ -84,16 +84,19 @@ def _compile(module: nn.Module, name: str) -> list[Op]:
                      "AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, QCFS, BasicBlock)")
 
 
+def _block_neuron(block: BasicBlock, name: str, part: str) -> Neuron:
+    activation = getattr(block, part)
+    if not isinstance(activation, QCFS):
+        raise ValueError(f"layer {_join(name, part)!r}: PASCAL converts QCFS activations, "
+                         f"found {type(activation).__name__}")
+    return Neuron(_join(name, part), activation)
+
+
 def _compile_block(block: BasicBlock, name: str) -> Block:
-    for part in ("act_mid", "act_out"):
-        if not isinstance(getattr(block, part), QCFS):
-            raise ValueError(f"layer {_join(name, part)!r}: PASCAL converts QCFS activations, "
-                             f"found {type(getattr(block, part)).__name__}")
-    residual = [Affine(_join(name, "conv1"), block.conv1), Affine(_join(name, "bn1"), block.bn1),
-                Neuron(_join(name, "act_mid"), block.act_mid),
-                Affine(_join(name, "conv2"), block.conv2), Affine(_join(name, "bn2"), block.bn2)]
-    return Block(name, residual, _compile(block.shortcut, _join(name, "shortcut")),
-                 Neuron(_join(name, "act_out"), block.act_out))
+    mid, out = _block_neuron(block, name, "act_mid"), _block_neuron(block, name, "act_out")
+    residual: list[Op] = [Affine(_join(name, "conv1"), block.conv1), Affine(_join(name, "bn1"), block.bn1), mid,
+                          Affine(_join(name, "conv2"), block.conv2), Affine(_join(name, "bn2"), block.bn2)]
+    return Block(name, residual, _compile(block.shortcut, _join(name, "shortcut")), out)
 
 
 def compile_model(model: nn.Module) -> list[Op]:

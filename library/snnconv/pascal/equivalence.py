@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ def compare_with_ann(model: nn.Module, run: SpikeRun, images: torch.Tensor) -> E
     for name, (z, output) in trace.items():
         if name not in run.counts:
             raise ValueError(f"layer {name!r} of the ANN has no neuron in the SNN (converted from another model?)")
-        module = model.get_submodule(name)
+        module = cast(QCFS, model.get_submodule(name))  # ann_trace traces QCFS layers only
         ann_counts = quantise_count(z, module.threshold, module.levels).to(torch.int64)
         report.layers[name] = LayerEquivalence(
             max_abs_err=_max_abs(run.sums[name], output),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,8 @@ class _SpikeRunner:
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             # per step: gamma * (x_t - mean/T) / sigma + beta/T, which sums to the ANN's BN (section 3.5)
             bias = None if module.bias is None else module.bias / divisor
-            out = F.batch_norm(merged, module.running_mean / divisor, module.running_var, module.weight, bias,
+            running_mean = cast(torch.Tensor, module.running_mean)  # compile_model refuses a BN without it
+            out = F.batch_norm(merged, running_mean / divisor, module.running_var, module.weight, bias,
                                False, 0.0, module.eps)
         else:  # pooling and flatten: linear, no constant
             out = module(merged)
@@ -114,7 +116,7 @@ class _SpikeRunner:
             current[0] += shortcut.values.sum(0)
         return self.neuron(op.out, _Train(current, analog=False))
 
-    def count_ops(self, module: nn.Module, train: _Train, out: torch.Tensor) -> None:
+    def count_ops(self, module: nn.Conv2d | nn.Linear, train: _Train, out: torch.Tensor) -> None:
         """Add the operations of weight layer ``module`` (input ``train``, output ``out``) to
         ``synops`` (spike input) or ``macs`` (analog input: every output unit, dense)."""
         values = train.values
@@ -125,7 +127,7 @@ class _SpikeRunner:
         active_steps = _count_steps(values != 0).sum(0, dtype=values.dtype)  # summed over images
         self.synops += float((active_steps * fanout).sum())
 
-    def fanout(self, module: nn.Module, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    def fanout(self, module: nn.Conv2d | nn.Linear, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
         """Outputs each input unit of ``module`` reaches (``[C, H, W]`` or ``[features]``), cached."""
         key = (id(module), tuple(shape), like.dtype, like.device)
         if key not in self.fanout_cache:
@@ -133,18 +135,18 @@ class _SpikeRunner:
         return self.fanout_cache[key]
 
 
-def _fan_in(module: nn.Module) -> int:
+def _fan_in(module: nn.Conv2d | nn.Linear) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features
     kh, kw = module.kernel_size
     return kh * kw * module.in_channels // module.groups
 
 
-def _fanout_map(module: nn.Module, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+def _fanout_map(module: nn.Conv2d | nn.Linear, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return torch.full(tuple(shape), float(module.out_features), dtype=like.dtype, device=like.device)
     with torch.enable_grad():
         probe = torch.zeros(1, *shape, dtype=like.dtype, device=like.device, requires_grad=True)
         ones = torch.ones_like(module.weight, dtype=like.dtype)
         F.conv2d(probe, ones, None, module.stride, module.padding, module.dilation, module.groups).sum().backward()
-    return probe.grad[0]
+    return cast(torch.Tensor, probe.grad)[0]  # backward() above filled the probe's gradient

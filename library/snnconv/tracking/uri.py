@@ -300,7 +300,7 @@ def _check_database(uri: str, scheme: str, timeout_s: float) -> None:
     except Exception as error:  # the driver's own error: refused, unknown host, wrong password, no database
         # psycopg: 'connection failed: connection to server at "H", port P failed: FATAL:  <reason>'
         reason = re.sub(r"^.* failed: (?:FATAL: +)?", "", _first_line(str(getattr(error, "orig", None) or error)))
-        for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
+        for secret in {password or "", urllib.parse.unquote(password or "")} - {""}:
             reason = reason.replace(secret, "***")
         reason = reason[:1].lower() + reason[1:] if reason[1:2].islower() else reason
         raise TrackingError(f"cannot connect to the database {shown}: {reason}; {DATABASE_HINT}") from None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..tracking_retry import DEFAULT_RETRY_S, RetryingClient, TrackingUnavailable, with_retries
 from .contract import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FAILURE_TAG, PARENT_TAG, ROLE_TAG
@@ -21,7 +21,7 @@ from .reading import client_for, search_children
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
-    from mlflow.entities import Run
+    from mlflow.entities import Experiment, Run
 
 
 def _writer_client(tracking_uri: str) -> MlflowClient:
@@ -29,6 +29,12 @@ def _writer_client(tracking_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _retrying_writer_client(tracking_uri: str, retry_s: float) -> MlflowClient:
+    """:func:`_writer_client` with every call retried for up to ``retry_s`` (``tracking_retry.RetryingClient``,
+    which has an ``MlflowClient``'s methods by delegation: typed as the client it wraps)."""
+    return cast("MlflowClient", RetryingClient(_writer_client(tracking_uri), retry_s))
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
@@ -43,7 +49,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
         except MlflowException as error:  # made meanwhile (another sweep, or this request sent twice)
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            experiment = client.get_experiment_by_name(name)
+            experiment = cast("Experiment", client.get_experiment_by_name(name))  # made meanwhile: it exists
     if EXPERIMENT_KIND_TAG not in experiment.tags:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
@@ -94,14 +100,14 @@ class SweepTracker:
     @property
     def client(self) -> MlflowClient:
         """A client whose every call is retried for up to ``retry_s`` (``tracking_retry.RetryingClient``)."""
-        return RetryingClient(_writer_client(self.tracking_uri), self.retry_s)  # type: ignore[return-value]
+        return _retrying_writer_client(self.tracking_uri, self.retry_s)
 
 
 def start_sweep(tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
                 tags: Mapping[str, Any], retry_s: float = DEFAULT_RETRY_S) -> SweepTracker:
     """Create the experiment if needed and open the sweep's parent run (each call retried for up to
     ``retry_s``; a double of the parent made by a request sent twice is deleted)."""
-    client = RetryingClient(_writer_client(tracking_uri), retry_s)
+    client = _retrying_writer_client(tracking_uri, retry_s)
     experiment_id = _experiment_id(client, experiment)
     run = client.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: "sweep", **tags})
     _delete_doubles(client, experiment_id, f"tags.`{ROLE_TAG}` = 'sweep' and attributes.run_name = '{run_name}'",
