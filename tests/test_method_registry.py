@@ -142,7 +142,8 @@ def test_the_toy_method_runs_in_a_two_trial_sweep(toy, tmp_path):
     validate_spec(spec)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
-    assert outcome.num_finished == 2 if hasattr(outcome, "num_finished") else True
+    assert outcome.status == "FINISHED" and outcome.total == 2 and len(outcome.table) == 2
+    assert [fact["method"] for fact in outcome.stage1] == ["toy"]  # its stage-1 network trained first, in a worker
     sweep = tracking.load_sweep(uri)
     client = tracking.client_for(uri)
     runs = tracking.search_children(client, sweep.experiment_id, sweep.sweep_id)

@@ -17,13 +17,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "library"
 PACKAGE = "snnconv"
-#: third-party packages only the glue may import: Ray Tune in sweep.py, MLflow in tracking.py
+#: third-party packages only the glue may import: Ray Tune in the sweep's modules, MLflow in the tracking package
 GLUE_ONLY = ("ray", "mlflow", "optuna")
-GLUE = {"snnconv.sweep", "snnconv.tracking", "snnconv.optuna_sampler", "snnconv.tracking_retry",
-        "snnconv.trial_record"}
+#: the tracking package's ``__init__`` and ``contract`` import no MLflow, so they are not glue; nor do the
+#: sweep's command line and summary (``sweep_command``, ``sweep_summary``)
+GLUE = {"snnconv.sweep", "snnconv.sweep_progress", "snnconv.sweep_search", "snnconv.sweep_stage1",
+        "snnconv.sweep_trial", "snnconv.tracking.reading", "snnconv.tracking.models", "snnconv.tracking.writing",
+        "snnconv.tracking.uri", "snnconv.optuna_sampler", "snnconv.tracking_retry", "snnconv.trial_record"}
 #: glue that must import its package when it is imported (its job is a subclass of one of that package's
 #: classes, which pickle finds by name) -> the module that may import it, only inside a function
-EAGER_GLUE = {"snnconv.optuna_sampler": "snnconv.sweep"}
+EAGER_GLUE = {"snnconv.optuna_sampler": "snnconv.sweep_search"}
 
 
 def module_name(path: Path) -> str:
@@ -117,10 +120,13 @@ def test_every_module_is_parsed():
 def test_the_graph_sees_relative_absolute_and_function_level_imports():
     graph = import_graph()
     assert "snnconv.layers" in graph["snnconv.models.vgg"]  # from ..layers import (module level)
-    assert "snnconv.pipeline" in graph["snnconv.sweep"]  # from .pipeline import run_trial (in a function)
-    assert "snnconv.tracking" in graph["snnconv.pareto_report"]  # from . import tracking
-    assert "snnconv.levels" in graph["snnconv.config"]
+    assert "snnconv.pipeline" in graph["snnconv.sweep_trial"]  # from .pipeline import run_trial (in a function)
+    assert "snnconv.tracking" in graph["snnconv.pareto_command"]  # from . import paired, tracking
+    assert "snnconv.levels" in graph["snnconv.methods.qcfs"]
     assert "snnconv.config" not in graph["snnconv.levels"]
+    # the config reads the method registry; the methods import the config, never the other way round
+    assert "snnconv.method_registry" in graph["snnconv.config"] and "snnconv.config" in graph["snnconv.methods.rnl"]
+    assert not {name for name in graph["snnconv.config"] if name.startswith("snnconv.methods")}
     assert "snnconv.pipeline" not in graph["snnconv.train"]
 
 

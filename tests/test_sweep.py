@@ -106,7 +106,7 @@ def test_presets_load_and_bad_specs_are_refused(tmp_path):
 
 
 def test_command_line_overrides_apply_before_validation(tmp_path, capsys):
-    from snnconv.sweep import main
+    from snnconv.sweep_command import main
 
     missing = tmp_path / "no-cifar-here"
     assert main(["--preset", "cifar10-vgg16", "--data-dir", str(missing)], presets_dir=ROOT / "configs") == 2
@@ -161,12 +161,12 @@ def test_fronts_follow_validation_unless_told_otherwise(tmp_path):
 def test_optuna_is_told_the_validation_accuracy(tmp_path):
     import optuna
 
-    from snnconv.sweep import _search_and_scheduler
+    from snnconv.sweep_search import search_and_scheduler
 
     for select_on, chosen in (("val", "a"), ("test", "b")):
         spec = load_spec(config_file=str(write_spec(tmp_path, search="optuna", select_on=select_on)))
         storage = optuna.storages.InMemoryStorage()
-        search_alg, _ = _search_and_scheduler(spec, 4, optuna_storage=storage)
+        search_alg, _ = search_and_scheduler(spec, 4, optuna_storage=storage)
         search_alg.set_search_properties(None, None, build_param_space(spec, spec.methods))
         for name, accuracies in DISAGREEING.items():
             assert search_alg.suggest(name) is not None
@@ -191,7 +191,7 @@ def _drive_search(search_alg, spec, trials: int, repickle_after: int | None = No
     from ray.tune.experiment import Experiment
     from ray.tune.search import Searcher
 
-    from snnconv.sweep import _search_and_scheduler
+    from snnconv.sweep_search import search_and_scheduler
 
     space = build_param_space(spec, spec.methods)
     if isinstance(search_alg, Searcher):  # Optuna: Tune asks suggest() and reports on_trial_complete()
@@ -205,7 +205,7 @@ def _drive_search(search_alg, spec, trials: int, repickle_after: int | None = No
             search_alg = cloudpickle.loads(cloudpickle.dumps(search_alg))
             if isinstance(search_alg, Searcher):  # and Tune's own save and restore (stdlib pickle): --resume
                 search_alg.save(str(Path.cwd() / "searcher.pkl"))
-                search_alg = _search_and_scheduler(spec, trials)[0]
+                search_alg = search_and_scheduler(spec, trials)[0]
                 search_alg.restore(str(Path.cwd() / "searcher.pkl"))
         if isinstance(search_alg, Searcher):
             trial_id, config = f"t{number}", search_alg.suggest(f"t{number}")
@@ -230,7 +230,7 @@ def _drive_scheduler(scheduler, methods: list[str]) -> list[str]:
     rnl trial better than every qcfs trial; [] without a scheduler."""
     from ray.tune.experiment import Trial
 
-    from snnconv.sweep import PROGRESS
+    from snnconv.sweep_trial import PROGRESS
 
     if scheduler is None:
         return []
@@ -262,7 +262,7 @@ def test_every_search_algorithm_and_scheduler_pickles_into_a_working_state(tmp_p
     before the sweep's sampler left its locks out of the pickled state."""
     from ray import cloudpickle
 
-    from snnconv.sweep import _search_and_scheduler
+    from snnconv.sweep_search import search_and_scheduler
     from snnconv.sweep_spec import validate_spec
 
     monkeypatch.chdir(tmp_path)
@@ -272,7 +272,7 @@ def test_every_search_algorithm_and_scheduler_pickles_into_a_working_state(tmp_p
     validate_spec(spec)
     trials = 8  # two NSGA-II generations of 4
 
-    original = _search_and_scheduler(spec, trials)
+    original = search_and_scheduler(spec, trials)
     copy = cloudpickle.loads(cloudpickle.dumps(original))
     assert type(copy[0]) is type(original[0]) and type(copy[1]) is type(original[1])
     proposed = _drive_search(original[0], spec, trials)
@@ -296,7 +296,7 @@ def test_every_search_algorithm_and_scheduler_pickles_into_a_working_state(tmp_p
 def test_bad_selection_settings_are_refused(tmp_path, capsys):
     with pytest.raises(ConfigError, match="select_on: unknown value 'train'"):
         load_spec(config_file=str(write_spec(tmp_path, select_on="train")))
-    with pytest.raises(ConfigError, match="omega cannot rank rnl and qcfs trials together"):
+    with pytest.raises(ConfigError, match="omega cannot rank the trials of several methods together"):
         load_spec(config_file=str(write_spec(tmp_path, search="optuna", objective="omega")))
     assert load_spec(config_file=str(write_spec(tmp_path, search="optuna", objective="omega",
                                                 methods=["rnl"]))).objective == "omega"

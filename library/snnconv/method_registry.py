@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConversionMethod", "MethodError", "find_method", "get_method", "method_names", "register", "registered",
-           "unregister"]
+__all__ = ["ConversionMethod", "MethodError", "ensure_registered", "find_method", "get_method", "method_names",
+           "register", "registered", "unregister"]
 
 
 class MethodError(ValueError):
@@ -111,6 +111,15 @@ def register(method: ConversionMethod, *, replace: bool = False) -> ConversionMe
         raise MethodError(f"a method named {method.name!r} is already registered ({existing.title})")
     _REGISTRY[method.name] = method
     return method
+
+
+def ensure_registered(methods: tuple[ConversionMethod, ...] | list[ConversionMethod]) -> None:
+    """Register each of ``methods`` whose name this process does not know yet. A sweep's Ray workers call it
+    with the driver's methods, so a method registered only in the driver (a plugin, a test's toy) runs there too."""
+    known = _methods()
+    for method in methods:
+        if method.name not in known:
+            register(method)
 
 
 def unregister(name: str) -> None:

@@ -240,11 +240,12 @@ def fixed_latency_of(sweep: tracking.SweepRuns) -> FixedLatency:
     client = tracking.client_for(sweep.tracking_uri)
     published = parse_published(tracking.published_figures(client, sweep.sweep_id), list(step_curves()))
     trials = sweep.trials
-    curves: dict[str, dict[str, pd.Series]] = {}
+    curves: dict[str, dict[str, pd.Series]] = {}  # curve name -> run id -> curve; methods may share a name
     for method, keys in step_curves().items():
         run_ids = trials.loc[(trials["status"] == "FINISHED") & (method_names(trials) == method), "run_id"].tolist()
         for key in keys:
-            curves[key] = tracking.metric_histories(sweep.tracking_uri, run_ids, key) if run_ids else {}
+            if run_ids:
+                curves.setdefault(key, {}).update(tracking.metric_histories(sweep.tracking_uri, run_ids, key))
     return FixedLatency(fixed_latency_table(trials, curves, published), published)
 
 
