@@ -440,7 +440,7 @@ def test_front_table_shows_both_accuracies_and_the_latency_kind():
     result = quiet_analyse(trial_table(), select_on="test")
     text = pareto_tables.format_table(pareto_tables.front_table(result.front_runs("latency")))
     lines = text.splitlines()
-    assert lines[0].split() == ["run", "method", "λ", "lr", "levels", "val_acc_op", "val", "95%", "CI", "acc_op",
+    assert lines[0].split() == ["run", "method", "setting", "lr", "levels", "val_acc_op", "val", "95%", "CI", "acc_op",
                                 "test", "95%", "CI", "latency", "energy_op_mj", "omega", "converged"]
     a4 = next(line for line in lines if line.split()[0] == "a4")
     assert "16 IF steps" in a4 and "no: raise T_max" in a4 and " 88 " in a4 and " 91 " in a4

@@ -199,13 +199,10 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    main_id = client.create_experiment("snnconv", artifact_location=(folder / "artifacts").as_uri())
+def store(new_mlflow_store) -> Store:
+    mlflow = new_mlflow_store("mlflow")
+    folder, uri, client = mlflow.folder, mlflow.uri, mlflow.client()
+    main_id = client.create_experiment("snnconv", artifact_location=mlflow.artifacts)
     sweep_b, _ = log_sweep(client, main_id, "demo", 1_700_000_000_000, SWEEP_B)
     sweep_a, ids_a = log_sweep(client, main_id, "demo", 1_700_000_600_000, SWEEP_A)
     client.create_experiment("empty", artifact_location=(folder / "empty").as_uri())
@@ -323,15 +320,16 @@ def test_cli_report_on_the_latest_sweep(store, tmp_path, capsys):
     assert page.count("src='data:image/png;base64,") == len(pngs) and ".png'" not in page  # self-contained
     markdown = (out / "report.md").read_text()
     assert "front_omega.png" in markdown
-    assert "| run | method | λ | lr | levels | val_acc_op | val 95% CI | acc_op | test 95% CI | latency |" in markdown
+    assert ("| run | method | setting | lr | levels | val_acc_op | val 95% CI | acc_op | test 95% CI | latency |"
+            in markdown)
     assert "| 12 IF steps |" in markdown and "| T_eff 3.2 |" in markdown
     assert "a4 (" in markdown and "raise T_max" in markdown and "validation split" in markdown
     assert "biases the fronts" not in markdown and "logged before operating points" not in markdown
 
     assert "front latency (val_acc_op vs t_op): 4 run(s) on the front, knee q2" in stdout
     header = next(line for line in stdout.splitlines() if line.split()[:2] == ["run", "method"])
-    assert header.split() == ["run", "method", "λ", "lr", "levels", "val_acc_op", "val", "95%", "CI", "acc_op", "test",
-                              "95%", "CI", "latency", "energy_op_mj", "omega", "converged"]
+    assert header.split() == ["run", "method", "setting", "lr", "levels", "val_acc_op", "val", "95%", "CI", "acc_op",
+                              "test", "95%", "CI", "latency", "energy_op_mj", "omega", "converged"]
     assert "rnl: Ω on Rate-Norm activations: 3 run(s) on the front, knee a2" in stdout
     assert "qcfs: Ω on a/λ: 3 run(s) on the front, knee q2" in stdout
     assert "did not converge within T_max" in stdout and "a4 (" in stdout

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: columns of the terminal / report front table: (column, heading); "latency" and "converged" are
 #: derived per row (``latency_text``, ``converged_text``)
-TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("lam", "λ"), ("lr", "lr"), ("levels", "levels"),
-                 ("val_acc_op", "val_acc_op"), ("val_ci", "val 95% CI"), ("acc_op", "acc_op"),
+TABLE_COLUMNS = (("run_name", "run"), ("method", "method"), ("setting", "setting"), ("lr", "lr"),
+                 ("levels", "levels"), ("val_acc_op", "val_acc_op"), ("val_ci", "val 95% CI"), ("acc_op", "acc_op"),
                  ("test_ci", "test 95% CI"), ("latency", "latency"), ("energy_op_mj", "energy_op_mj"),
                  ("omega", "omega"), ("converged", "converged"))
 #: the front table of a legacy sweep (no operating point)
@@ -101,7 +101,7 @@ def parse_levels(text: Any) -> list[int] | None:
 
 def front_table(runs: pd.DataFrame, legacy: bool = False) -> pd.DataFrame:
     """The display table of ``runs`` (``TABLE_COLUMNS``, or ``LEGACY_TABLE_COLUMNS``; missing values empty)."""
-    derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text,
+    derived = {"latency": lambda row: latency_text(row) or "-", "converged": converged_text, "setting": setting_label,
                "val_ci": lambda row: interval_text(row, "val_acc_op"),
                "test_ci": lambda row: interval_text(row, "acc_op")}
     table: dict[str, Any] = {}  # heading -> a column: a list of texts, a Series or NaN throughout

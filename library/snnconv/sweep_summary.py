@@ -14,16 +14,17 @@ def print_summary(outcome: SweepOutcome) -> None:
     """The trials (best selection accuracy first), the three fronts, and the commands to look further."""
     import pandas as pd
 
-    from .pareto_tables import converged_text, interval_text, latency_text
+    from .pareto_tables import converged_text, interval_text, latency_text, setting_label
 
     table = outcome.table.copy()
     accuracy = selection_metric(outcome.select_on)
     if len(table):
         table["latency"] = [latency_text(row) or "-" for _, row in table.iterrows()]
+        table["setting"] = [setting_label(row) for _, row in table.iterrows()]  # λ=0.1, L=al, p=99.9 ...
         table["converged"] = [converged_text(row) for _, row in table.iterrows()]
         for name, column in (("val_acc_op", "val 95% CI"), ("acc_op", "test 95% CI")):
             table[column] = [interval_text(row, name) for _, row in table.iterrows()]
-    columns = [c for c in ("run_name", "method", "lam", "levels_profile", "status", "val_acc_op", "val 95% CI",
+    columns = [c for c in ("run_name", "method", "setting", "status", "val_acc_op", "val 95% CI",
                            "acc_op", "test 95% CI", "latency", "energy_op_mj", "omega", "converged", *FRONT_TAGS)
                if c in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
