@@ -27,12 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 SPEC = {
-    "name": "e2e", "methods": ["rnl", "qcfs"], "num_samples": 3, "max_concurrent": 2, "cpus_per_trial": 1,
+    "name": "e2e", "methods": ["rnl", "qcfs", "datanorm"], "num_samples": 3, "max_concurrent": 2,
+    "cpus_per_trial": 1,
     "trial": {"model": "small", "device": "cpu", "data": {"name": "digits"}, "stage1": {"epochs": 4, "lr": 0.05},
               "rnl": {"epochs": 1, "inspect_interval": 5, "t_max": 12},
-              "qcfs": {"stage1_levels": 4, "finetune_epochs": 1, "t_max": 12}},
+              "qcfs": {"stage1_levels": 4, "finetune_epochs": 1, "t_max": 12},
+              "datanorm": {"calibration_batches": 2, "t_max": 12}},
     "space": {"rnl": {"rnl.lam": {"type": "loguniform", "low": 0.01, "high": 10.0, "zero_fraction": 0.3}},
-              "qcfs": {"qcfs.levels": {"type": "choice", "values": ["uniform", "halve-middle", "front-heavy"]}}},
+              "qcfs": {"qcfs.levels": {"type": "choice", "values": ["uniform", "halve-middle", "front-heavy"]}},
+              "datanorm": {"datanorm.percentile": {"type": "uniform", "low": 99.0, "high": 100.0}}},
     # figures made up for this test, printed beside the report's fixed-latency table
     "published": [{"label": "made up", "method": "qcfs", "source": "this test", "ann": 90.0, "accuracy": {4: 50.0}},
                   {"label": "also made up", "method": "rnl", "source": "this test", "accuracy": {8: 60.0, 64: 70.0}}],
@@ -81,7 +84,7 @@ def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
     tmp_path, env, sweep = e2e_sweep.folder, ENV, e2e_sweep
     assert (tmp_path / "mlflow.db").is_file(), "the default store is ./mlflow.db"
     lines = [line for line in sweep.stdout.splitlines() if line.startswith("[")]
-    assert len(lines) == 6 and all(" done " in line for line in lines)
+    assert len(lines) == 9 and all(" done " in line for line in lines)
     assert "mlflow ui" in sweep.stdout and "python analysis/pareto.py --sweep" in sweep.stdout
 
     report = subprocess.run([sys.executable, str(ROOT / "analysis" / "pareto.py"), "--out", "report"], cwd=tmp_path,
@@ -102,7 +105,11 @@ def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
     experiment = client.get_experiment_by_name("snnconv")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # mlflow ui: training views
     table = pd.read_csv(folder / "pareto.csv")
-    assert len(table) == 6 and set(table["method"]) == {"rnl", "qcfs"}
+    assert len(table) == 9 and set(table["method"]) == {"rnl", "qcfs", "datanorm"}
+    # the baseline is on the report's table with its own setting, and drawn on the fronts
+    markdown = (folder / "report.md").read_text()
+    assert "| datanorm | p=99." in markdown or "| datanorm | p=100 |" in markdown
+    assert "datanorm" in (folder / "report.html").read_text()
     runs = {row["run_id"]: client.get_run(row["run_id"]) for _, row in table.iterrows()}
     for front, cost in (("latency", "t_op"), ("energy", "energy_op_mj"), ("omega", "omega")):
         expected = recompute_front(runs.values(), cost, within_method=front == "omega")
@@ -117,7 +124,8 @@ def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
     fixed = pd.DataFrame(json.loads((folder / "summary.json").read_text())["fixed_latency"])
     assert "accuracy at fixed latencies" in report.stdout and "[made up] this test" in report.stdout
     for method, (val_key, test_key) in {"rnl": ("val_snn_acc_t", "snn_acc_t"),
-                                        "qcfs": ("val_if_snn_acc_t", "if_snn_acc_t")}.items():
+                                        "qcfs": ("val_if_snn_acc_t", "if_snn_acc_t"),
+                                        "datanorm": ("val_snn_acc_t", "snn_acc_t")}.items():
         rows = fixed[fixed["method"] == method].set_index("latency")
         mine = [run for run in runs.values() if run.data.params["method"] == method]
         for step in (1, 2, 4, 8, 16):
@@ -161,7 +169,7 @@ def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             runs = json.load(response)["runs"]
-        assert len(runs) == 7  # the sweep's parent run and its six trials
+        assert len(runs) == 10  # the sweep's parent run and its nine trials
     finally:
         os.killpg(ui.pid, 15)
         ui.wait(30)
@@ -205,7 +213,7 @@ def test_register_the_latency_knee_and_run_it_as_an_snn(e2e_sweep):
 
     experiment = client.get_experiment_by_name("snnconv")
     runs = client.search_runs([experiment.experiment_id], "tags.`snnconv.role` = 'trial'")
-    assert len(runs) == 6
+    assert len(runs) == 9
     for run in runs:  # the data set each trial saw: name, digest, split sizes
         (dataset_input,) = run.inputs.dataset_inputs
         dataset = dataset_input.dataset
@@ -222,6 +230,7 @@ def test_register_the_latency_knee_and_run_it_as_an_snn(e2e_sweep):
                             text=True, timeout=240)
     assert loaded.returncode == 0, loaded.stdout[-3000:] + loaded.stderr[-3000:]
     found = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert set(one_per_method) == {"rnl", "qcfs", "datanorm"}  # each method's logged model rebuilds its SNN
     for uri, run_id in uris.items():
         accuracy, method = found[uri]
         run = by_id[run_id]
