@@ -179,3 +179,21 @@ def test_importing_the_whole_package_loads_no_ray_mlflow_or_optuna():
                           env={**os.environ, "PYTHONPATH": f"{LIBRARY}{os.pathsep}{ROOT}"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]", done.stdout
+
+
+#: the most lines a library module may have: past it, a module holds more than one job
+MAX_MODULE_LINES = 600
+
+
+def test_no_library_module_is_over_600_lines():
+    long = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert not {name: count for name, count in long.items() if count > MAX_MODULE_LINES}
+
+
+def test_every_conversion_method_is_one_module_of_the_methods_package():
+    from snnconv.method_registry import registered
+
+    methods = {name.rpartition(".")[2] for name in MODULES if name.startswith("snnconv.methods.")}
+    assert {method.name for method in registered()} <= methods == {"rnl", "qcfs", "datanorm"}
+    for method in registered():  # each registered from its own module, with its settings and runner there
+        assert method.run.__module__ == method.settings.__module__ == f"snnconv.methods.{method.name}"
