@@ -1,8 +1,9 @@
 """The stage-1 cache key: a stable hash of everything that determines a stage-1 network's weights.
 
-No torch here: the sweep's driver computes the keys of the networks it trains before the trials
-(``snnconv.sweep_stage1.stage1_plan``) without importing it. :mod:`snnconv.cache` stores entries under these
-keys and :mod:`snnconv.pipeline` trains them.
+The sweep's driver computes the keys of the networks it trains before the trials
+(``snnconv.sweep_stage1.stage1_plan``); the activation part of a key comes from the trial's method
+(its registry entry's ``stage1_activation``). :mod:`snnconv.cache` stores entries under these keys and
+:mod:`snnconv.trial` trains them.
 """
 
 from __future__ import annotations
