@@ -1,4 +1,4 @@
-"""Issue 9: every benchmark runs in quick mode and writes the JSON fields the suite summarises.
+"""Every benchmark runs in quick mode and writes the JSON fields the suite summarises.
 
 Timings are never asserted: only that the figures exist, are numbers, and reach the summary table.
 """

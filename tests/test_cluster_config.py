@@ -1,4 +1,4 @@
-"""Issue 7: the cluster YAML files validate against Ray's own schema, offline, as `ray up` does."""
+"""The cluster YAML files validate against Ray's own schema, offline, as `ray up` does."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def test_cluster_yaml_passes_rays_schema(name):
     head_commands = " ".join(config["head_start_ray_commands"])
     assert f"cluster/tracking_server.sh start {shared}/.snnconv-secrets" in head_commands
     assert "--dashboard-host=127.0.0.1" in head_commands
-    # issue 23: the tracking store and artifacts on the shared mount, which `ray down` does not delete
+    # the tracking store and artifacts on the shared mount, which `ray down` does not delete
     (server,) = [line for line in config["head_start_ray_commands"] if "tracking_server.sh start" in line]
     assert server.startswith(f"SNNCONV_MLFLOW_HOME={shared}/mlflow "), server
-    # issue 24: the store on the head's own PostgreSQL by default (Debian's package, on the head only, its default
+    # the store on the head's own PostgreSQL by default (Debian's package, on the head only, its default
     # cluster dropped: it would take port 5432); no other store chosen and no database URL on a command line
     (postgres,) = [line for line in config["head_setup_commands"] if "postgresql" in line]
     assert postgres.startswith("ls /usr/lib/postgresql/*/bin/pg_ctl > /dev/null 2>&1 || {"), postgres
@@ -43,13 +43,13 @@ def test_cluster_yaml_passes_rays_schema(name):
     worker_commands = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in worker_commands
     for line in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
-        # issue 16: every node's Ray with its token, and the trials' environment: credentials and cache
+        # every node's Ray with its token, and the trials' environment: credentials and cache
         assert f"set -a && . {shared}/.snnconv-secrets/mlflow.env && set +a" in line
         assert f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={shared}/.snnconv-secrets/ray_auth_token" in line
         assert f"SNNCONV_CACHE={shared}/snnconv-cache" in line and "ray start" in line
     everything = yaml.safe_dump(config)
     assert "pkill" not in everything and "777" not in everything  # no name patterns, nothing world-writable
-    # issue 22: every node installs exactly the lock (which holds the cluster extra: ray[default], mlflow[auth])
+    # every node installs exactly the lock (which holds the cluster extra: ray[default], mlflow[auth])
     install = next(line for line in config["setup_commands"] if "pip install" in line)
     assert re.search(r"pip install --quiet --require-hashes -r \S*snnconv/requirements\.lock\"? && ", install)
     assert install.endswith("pip install --quiet --no-deps -e /home/ubuntu/snnconv" if shared == "/mnt/efs"
@@ -81,7 +81,7 @@ PACKING_CLAIM = re.compile(r"^# packs (\d+) trials? per (\w+) of ray_cluster\.ya
 
 @pytest.mark.parametrize("preset", ["cifar10-vgg16", "cifar10-resnet18", "cifar100-vgg16", "imagenet-resnet34"])
 def test_each_paper_preset_packs_its_node_type_as_its_comment_claims(preset):
-    """Issue 23: a trial runs on one node, so a preset's CPUs and GPU share decide how many trials a node
+    """A trial runs on one node, so a preset's CPUs and GPU share decide how many trials a node
     takes. Each paper preset says in a comment how many per which node type of ray_cluster.yaml; that many
     fit, they use the node's whole GPU (no share idles), and every preset fits some node type."""
     text = (ROOT / "configs" / f"{preset}.yaml").read_text()

@@ -1,4 +1,4 @@
-"""Issue 7: a real two-node Ray cluster on this machine plus an MLflow tracking server on 127.0.0.1.
+"""A real two-node Ray cluster on this machine plus an MLflow tracking server on 127.0.0.1.
 
 `ray start --head` and `ray start --address` run as separate node processes; the sweep joins with
 `--address` and logs with `--tracking-uri http://127.0.0.1:PORT`. Everything started here is stopped
@@ -43,7 +43,7 @@ def test_sweep_on_two_nodes_logs_to_an_mlflow_server(tmp_path):
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    # the nodes are started with the shared cache folder; the driver's shell does not know it (issue 16)
+    # the nodes are started with the shared cache folder; the driver's shell does not know it
     env = {**os.environ, "RAY_AUTH_MODE": "token", "SNNCONV_CACHE": str(tmp_path / "shared-cache"),
            "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -1,10 +1,10 @@
-"""Issue 16: the user's cluster commands, for real. ``ray up`` of ``ray_cluster.local.yaml`` against this
+"""The user's cluster commands, for real. ``ray up`` of ``ray_cluster.local.yaml`` against this
 machine over SSH (Debian's openssh-server on 127.0.0.1, a throw-away key, the project's own setup and
 start commands), ``ray job submit`` of a small sweep through the dashboard forwarded by ``ray dashboard``,
-then ``ray down``. Issue 23, nothing lost on ``ray down``: the tracking store and artifacts are on the shared
+then ``ray down``. Nothing is lost on ``ray down``: the tracking store and artifacts are on the shared
 mount, not in the head's HOME, so after ``ray down`` and a second ``ray up`` the first sweep's runs are still
 in the tracking server (the same password) and ``analysis/pareto.py`` reports them; then ``ray down`` again.
-Issue 24: the store is the head's PostgreSQL (its data on the shared mount), stopped by ``ray down`` too.
+The store is the head's PostgreSQL (its data on the shared mount), stopped by ``ray down`` too.
 
 What the copy of the cluster file changes, and nothing else: the head is a loopback address with no workers,
 the SSH user is this one (root) with the throw-away key, SSH reaches the test's sshd through a
@@ -219,7 +219,7 @@ def test_ray_up_job_submit_and_ray_down_of_the_on_premise_file(tmp_path):
 
         ray_down()
 
-        # issue 23: a second cluster on the same shared mount finds every result of the first
+        # a second cluster on the same shared mount finds every result of the first
         credentials = (secrets / "mlflow.env").read_text()
         again = subprocess.run([ray, "up", "-y", "--no-config-cache", str(cluster)], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=900)

@@ -1,4 +1,4 @@
-"""Issue 17: the demo sweep's results do not move when the sweep gets faster. Same seeds, same metrics:
+"""The demo sweep's results do not move when the sweep gets faster. Same seeds, same metrics:
 the demo preset (24 trials) is run as a user runs it and every trial's numbers are compared, exactly,
 with ``tests/data/demo_sweep_metrics.json``, written by the code before the speed work.
 

@@ -448,7 +448,7 @@ def test_a_gpu_trial_on_a_machine_without_gpus_is_refused_within_a_minute(tmp_pa
 
 @pytest.mark.ray
 def test_a_trial_given_a_gpu_that_torch_cannot_see_fails_with_one_clear_error(tmp_path):
-    """Issue 23: a Ray node that declares a GPU whose torch has no CUDA (a CPU build, a driver too old for
+    """A Ray node that declares a GPU whose torch has no CUDA (a CPU build, a driver too old for
     the CUDA build): the trial fails at once with an error that says so, recorded in MLflow, instead of
     running on the CPU without a word (``device: auto``); ``device: cpu`` stays allowed on such a node."""
     script = (

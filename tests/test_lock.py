@@ -1,4 +1,4 @@
-"""Issue 22: reproducible installs. ``requirements.lock`` (made by ``make lock`` from pyproject.toml) pins
+"""Reproducible installs. ``requirements.lock`` (made by ``make lock`` from pyproject.toml) pins
 every package with its hashes, ``make install`` puts exactly it into ``.venv``, and ``tools/lock_drift.py``
 (run by ``make test-latest``) names what differs between an environment and the lock."""
 

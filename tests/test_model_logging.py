@@ -1,4 +1,4 @@
-"""Issue 15 (MLflow model conventions) without Ray: what a finished trial logs besides its metrics (an
+"""MLflow model conventions, without Ray: what a finished trial logs besides its metrics (an
 MLflow PyTorch model whose metadata rebuilds its SNN, the data set as a dataset input, the final
 metrics linked to both), the experiment's kind tag, ``analysis/pareto.py --register`` and the SNN run
 again from a loaded model. Two tiny digits trials logged as a sweep logs them, into a SQLite store in
@@ -39,13 +39,11 @@ class Logged:
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory, one_thread) -> Logged:
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("models")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+def logged(new_mlflow_store, one_thread) -> Logged:
+    store = new_mlflow_store("models")
+    folder, uri = store.folder, store.uri
     # an experiment made before the kind tag existed (and with its artifacts in the temporary folder)
-    MlflowClient(uri).create_experiment("snnconv", artifact_location=(folder / "artifacts").as_uri())
+    store.client().create_experiment("snnconv", artifact_location=store.artifacts)
     tracker = tracking.start_sweep(uri, "snnconv", "sweep-tiny", {}, {tracking.SELECT_ON_TAG: "val"})
     run_ids, results = {}, {}
     for method in ("rnl", "qcfs"):
@@ -178,7 +176,7 @@ def test_register_refuses_a_run_without_a_model_before_writing(logged, tmp_path,
 
 @pytest.mark.slow  # the two trials and the store: about 8 s for the module
 def test_batched_logging_loses_nothing_when_the_run_ends(logged):
-    """Issue 17: a trial writes its progress once per stage (``ProgressLog``) and its final values in a
+    """A trial writes its progress once per stage (``ProgressLog``) and its final values in a
     few batched calls and one artifact upload. Every value is counted afterwards, also the last
     stage's, which only the flush before the results writes."""
     tracker = tracking.start_sweep(logged.uri, "snnconv", "sweep-batched", {}, {tracking.SELECT_ON_TAG: "val"})

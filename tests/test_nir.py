@@ -1,4 +1,4 @@
-"""Issue 15 (NIR export, the peer re-run): a digits trial's SNN written as a NIR file
+"""NIR export and the peer re-run: a digits trial's SNN written as a NIR file
 (``snnconv.nir``), read back unchanged, run again in snnTorch from that file, and the command
 ``analysis/export.py`` on a real MLflow store. Two tiny trials (rnl and qcfs) trained once for the
 module (``slow``: about 25 s in all)."""
@@ -172,9 +172,8 @@ def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def store(trials, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+def store(trials, new_mlflow_store):
+    uri = new_mlflow_store("store").uri
     tracker = tracking.start_sweep(uri, "snnconv", "sweep-tiny", {}, {tracking.SELECT_ON_TAG: "val"})
     run_ids = {}
     for method, trial in trials.items():

@@ -1,32 +1,29 @@
-"""Issue 23 (GPU numerics and device) on the CPU: under bfloat16 autocast (what ``stage1.amp`` turns on
-on CUDA; ``stage1.amp_on_cpu`` turns it on here) QCFS and Rate Norm quantise and clip in float32, so
-training quantises at the boundaries of evaluation and PASCAL; the IF simulation keeps float32
-membranes inside an autocast region; a trial Ray gave a GPU that torch cannot see fails before any
-work; and a trial records its device. Each test also evaluates the old code's formula on the same
-bfloat16 inputs and shows it quantised elsewhere. A few seconds, no Ray, no MLflow store.
+"""bfloat16 autocast against float32 across the pipeline, on the CPU: under autocast (what ``stage1.amp``
+turns on on CUDA; ``stage1.amp_on_cpu`` turns it on here) QCFS and Rate Norm quantise and clip in float32,
+so training quantises at the boundaries of evaluation and PASCAL; the IF simulation keeps float32
+membranes inside an autocast region and gives the same spikes. Each test also evaluates the former
+bfloat16 formula on the same inputs and shows it quantised elsewhere. A few seconds, no Ray, no MLflow
+store. (The amp switch and the device checks are in test_train.py, a trial's device in test_trial.py.)
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import math
 
 import pytest
 import torch
 
-from snnconv import pipeline, tracking, trial, trial_record
-from snnconv.config import ConfigError, TrialConfig, apply_overrides, load_yaml
+from snnconv import pipeline
+from snnconv.config import TrialConfig, apply_overrides
 from snnconv.convert import to_if
 from snnconv.data import load_data
 from snnconv.layers import QCFS, RateNorm
-from snnconv.metrics import wilson_interval
 from snnconv.neurons import IFNeuron
-from snnconv.operating_point import PASCAL_T_EFF, OperatingPoint
 from snnconv.pascal import quantise_count
-from snnconv.pipeline import TrialResult, build_trial_model, run_trial, stage1_key
+from snnconv.pipeline import build_trial_model
 from snnconv.simulate import simulate
-from snnconv.train import DeviceError, amp_enabled, check_device, evaluate, train_model
+from snnconv.train import evaluate, train_model
 
 CPU = torch.device("cpu")
 
@@ -36,12 +33,12 @@ def bf16_autocast():
 
 
 def old_qcfs(layer: QCFS, z: torch.Tensor) -> torch.Tensor:
-    """The QCFS forward before issue 23, literally: in the input's type (bfloat16 under autocast)."""
+    """The former QCFS forward, literally: in the input's type (bfloat16 under autocast)."""
     return torch.floor(torch.clamp(z / layer.threshold, 0.0, 1.0) * layer.levels + 0.5) / layer.levels * layer.threshold
 
 
 def old_rate_norm(layer: RateNorm, x: torch.Tensor) -> torch.Tensor:
-    """The Rate Norm forward before issue 23 (eval mode), in the input's type."""
+    """The former Rate Norm forward (eval mode), in the input's type."""
     return torch.clamp(torch.relu(x) / layer.threshold(), 0.0, 1.0)
 
 
@@ -60,24 +57,6 @@ def amp_config(method: str) -> TrialConfig:
 
 def few_batches(data, count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(itertools.islice(iter(data.train), count))
-
-
-# ---------------------------------------------------------------------------------------------
-# the amp switch
-
-
-def test_amp_on_the_cpu_is_an_explicit_choice():
-    base = TrialConfig().stage1
-    assert base.amp and not base.amp_on_cpu
-    assert amp_enabled(base, torch.device("cuda")) and not amp_enabled(base, CPU)  # the default: CUDA only
-    on_cpu = apply_overrides(TrialConfig(), {"stage1.amp_on_cpu": True}).stage1
-    assert amp_enabled(on_cpu, CPU) and amp_enabled(on_cpu, torch.device("cuda"))
-    off = apply_overrides(TrialConfig(), {"stage1.amp": False}).stage1
-    assert not amp_enabled(off, CPU) and not amp_enabled(off, torch.device("cuda"))
-    with pytest.raises(ConfigError, match="stage1.amp_on_cpu: true needs stage1.amp: true"):
-        apply_overrides(TrialConfig(), {"stage1.amp": False, "stage1.amp_on_cpu": True})
-    # trained differently, cached apart; off, the new field leaves every existing key as it was
-    assert stage1_key(apply_overrides(TrialConfig(), {"stage1.amp_on_cpu": True})) != stage1_key(TrialConfig())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,127 +252,3 @@ def test_simulation_inside_autocast_gives_the_same_spikes(digits, one_thread, me
     assert sum(outside.spike_counts.values()) > 0
     assert inside.spike_counts == outside.spike_counts and inside.acc_curve == outside.acc_curve
     assert inside.synops_curve == outside.synops_curve
-
-
-# ---------------------------------------------------------------------------------------------
-# device
-
-
-@pytest.fixture
-def no_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-def test_a_gpu_that_torch_cannot_see_is_an_error(no_cuda):
-    for name in ("auto", "cuda", "cuda:0"):
-        with pytest.raises(DeviceError) as error:
-            check_device(name, 1)
-        message = str(error.value)
-        assert message.startswith("Ray gave this trial 1 GPU but torch sees no CUDA (torch ") and "\n" not in message
-        assert torch.__version__ in message and message.endswith("or set device: cpu")
-    with pytest.raises(DeviceError, match="Ray gave this trial 2 GPUs"):
-        check_device("auto", 2)
-    with pytest.raises(DeviceError, match="device: cuda but torch sees no CUDA"):
-        check_device("cuda", 0)
-    assert check_device("cpu", 1) == CPU  # an explicit cpu stays allowed
-    assert check_device("auto", 0) == CPU
-    with pytest.raises(ValueError, match="gpus_assigned"):
-        check_device("auto", -1)
-
-
-def test_a_visible_gpu_is_used(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert check_device("auto", 1) == torch.device("cuda") and check_device("cuda:1", 1) == torch.device("cuda:1")
-    assert check_device("cpu", 1) == CPU
-
-
-def test_run_trial_refuses_before_any_work(no_cuda, monkeypatch, tmp_path):
-    def no_work(*args, **kwargs):
-        raise AssertionError("the trial started working")
-
-    monkeypatch.setattr(trial, "load_data", no_work)
-    monkeypatch.setattr(trial, "Stage1Cache", no_work)
-    config = apply_overrides(TrialConfig(), {"device": "auto", "cache_dir": str(tmp_path)})
-    with pytest.raises(DeviceError, match="Ray gave this trial 1 GPU"):
-        run_trial(config, gpus_assigned=1)
-    assert not any(tmp_path.iterdir())
-
-
-def test_a_trial_records_its_device(one_thread, tmp_path):
-    config = apply_overrides(TrialConfig(), {
-        "method": "qcfs", "model": "small", "device": "cpu", "data.name": "synthetic", "data.num_train": 64,
-        "data.num_val": 32, "data.num_test": 32, "data.image_size": 8, "data.channels": 1, "data.batch_size": 32,
-        "stage1.epochs": 1, "qcfs.stage1_levels": 4, "qcfs.finetune_epochs": 0, "qcfs.t_max": 2,
-        "cache_dir": str(tmp_path / "cache")})
-    result = run_trial(config, gpus_assigned=1)  # device: cpu, even with a GPU assigned
-    assert (result.device, result.gpu_name) == ("cpu", "none")
-    assert result.params() == {"device": "cpu", "gpu_name": "none", "val_images": "32", "test_images": "32"}
-
-
-def test_the_device_is_logged_as_params(tmp_path):
-    assert {"device", "gpu_name"} <= set(tracking.trial_param_names())
-    assert {"lam", "levels_profile", "percentile"} <= set(tracking.trial_param_names())  # each method's own
-    result = TrialResult(method="qcfs", ann_acc=90.0, val_ann_acc=90.0, snn_acc=90.0, val_snn_acc=90.0,
-                         operating_point=OperatingPoint(3.0, 90.0, 90.0, 0.1, True, PASCAL_T_EFF),
-                         latency_tolerance=1.0, omega=1.0, t_eff=3.0, synops=1.0, energy_mj=0.1,
-                         device="cuda", gpu_name="NVIDIA H100 80GB HBM3")
-    tracker = tracking.SweepTracker("sqlite:///unused.db", "0", "parent")
-    record = trial_record.save_trial_record(result, {"stage1_key": "abc", "levels": ""}, tmp_path, tracker, "run")
-    assert trial_record.read_record(record)["params"] == {
-        "device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "stage1_key": "abc", "levels": ""}
-
-
-def test_the_demo_runs_on_the_cpu():
-    from pathlib import Path
-
-    preset = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
-    assert preset["trial"]["device"] == "cpu" and preset["gpus_per_trial"] == 0
-
-
-# ------------------------------------------------------------------ how sure an accuracy is
-
-
-@pytest.mark.parametrize("accuracy, images, expected", [
-    (50.0, 100, (40.383, 59.617)),  # the textbook case
-    (0.0, 10, (0.0, 27.753)),  # not empty at 0 %
-    (100.0, 10, (72.247, 100.0)),  # nor at 100 %
-])
-def test_wilson_interval_matches_known_values(accuracy, images, expected):
-    assert wilson_interval(accuracy, images) == pytest.approx(expected, abs=2e-3)
-
-
-@pytest.mark.parametrize("correct, images", [(1, 7), (168, 180), (349, 360), (5000, 10000)])
-def test_wilson_interval_is_where_the_score_test_stops_rejecting(correct, images):
-    """Held-out check: the Wilson interval is the set of true accuracies p0 that a score test at 5 % does not
-    reject, |p - p0| <= z sqrt(p0 (1 - p0) / n); found here by bisection, not by the closed form."""
-    from snnconv.metrics import Z95
-
-    p = correct / images
-
-    def inside(p0: float) -> bool:
-        return abs(p - p0) <= Z95 * math.sqrt(p0 * (1 - p0) / images)
-
-    def edge(outside: float, within: float) -> float:
-        for _ in range(100):
-            middle = (outside + within) / 2
-            outside, within = (outside, middle) if inside(middle) else (middle, within)
-        return within
-
-    low, high = wilson_interval(100.0 * p, images)
-    assert low == pytest.approx(100 * edge(0.0, p), abs=1e-9)
-    assert high == pytest.approx(100 * edge(1.0, p), abs=1e-9)
-
-
-def test_a_result_carries_the_interval_of_each_accuracy():
-    from snnconv.data import DataFacts
-
-    result = TrialResult(method="rnl", ann_acc=97.5, val_ann_acc=95.0, snn_acc=96.0, val_snn_acc=94.0,
-                         operating_point=OperatingPoint(12.0, 93.0, 95.5, 0.1, True, "IF time steps"),
-                         latency_tolerance=1.0, omega=1.0, t_eff=12.0, synops=1.0, energy_mj=0.1,
-                         data=DataFacts("digits", {"train": 1257, "val": 180, "test": 360}, "abc"))
-    metrics = result.metrics()
-    for name, accuracy, images in (("val_acc_op", 93.0, 180), ("acc_op", 95.5, 360), ("val_ann_acc", 95.0, 180),
-                                   ("ann_acc", 97.5, 360)):
-        assert (metrics[f"{name}_low"], metrics[f"{name}_high"]) == wilson_interval(accuracy, images)
-    assert set(tracking.INTERVAL_METRICS) <= set(metrics)
-    assert result.params()["val_images"] == "180" and result.params()["test_images"] == "360"

@@ -549,3 +549,10 @@ def test_fronts_draw_each_accuracys_interval_as_an_error_bar():
     plain = pareto_plots.new_figure().subplots()
     pareto_plots.draw_front(plain, trial_table(), "val_acc_op", "t_op")
     assert not [c for c in plain.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_the_latency_axis_names_each_registered_methods_unit():
+    from snnconv.pareto_plots import axis_label
+
+    assert axis_label("t_op") == "latency t_op (rnl, datanorm: IF time steps; qcfs: PASCAL T_eff)"
+    assert axis_label("energy_op_mj").startswith("energy")

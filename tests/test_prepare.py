@@ -1,4 +1,4 @@
-"""Issue 23: ``python -m snnconv.data prepare`` downloads and verifies data sets once; trials never download.
+"""``python -m snnconv.data prepare`` downloads and verifies data sets once; trials never download.
 
 No network: a tiny CIFAR-10 folder in torchvision's layout is fabricated, and the expected md5s and split
 sizes are injected through a :class:`~snnconv.prepare.CifarSpec` (a subclass of torchvision's CIFAR10 that

@@ -1,4 +1,4 @@
-"""Issue 23: the real job, rehearsed. Each paper preset runs through ``python sweeps/lambda_sweep.py`` on a
+"""The real job, rehearsed. Each paper preset runs through ``python sweeps/lambda_sweep.py`` on a
 Ray cluster that scales from zero: Ray's fake multi-node provider (``RAY_FAKE_CLUSTER=1``), a CPU-only head
 and the GPU worker types of ``ray_cluster.yaml`` (their resources read from the file, ``min_workers: 0``).
 The worker nodes are local processes that declare GPUs; the trials run on their CPUs (``device: cpu``).

@@ -1,4 +1,4 @@
-"""Issue 5: the sweep on a real local Ray instance with a real MLflow SQLite store in tmp_path."""
+"""The sweep on a real local Ray instance with a real MLflow SQLite store in tmp_path."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def children(uri: str, parent: str):
 
 def test_presets_load_and_bad_specs_are_refused(tmp_path):
     spec = load_spec("demo", presets_dir=ROOT / "configs")
-    assert spec.methods == ["rnl", "qcfs"] and spec.num_samples * 2 >= 8
+    assert spec.methods == ["rnl", "qcfs", "datanorm"] and spec.num_samples * 3 >= 8
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     for preset in ("cifar10-vgg16", "cifar10-resnet18", "cifar100-vgg16"):
@@ -103,6 +103,13 @@ def test_presets_load_and_bad_specs_are_refused(tmp_path):
     bad.write_text("name: [x\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
         load_spec(config_file=str(bad))
+
+
+def test_the_demo_runs_on_the_cpu():
+    from snnconv.config import load_yaml
+
+    preset = load_yaml(ROOT / "configs" / "demo.yaml")
+    assert preset["trial"]["device"] == "cpu" and preset["gpus_per_trial"] == 0
 
 
 def test_command_line_overrides_apply_before_validation(tmp_path, capsys):
@@ -136,11 +143,11 @@ DISAGREEING = {"a": {"val_acc_op": 95.0, "acc_op": 90.0}, "b": {"val_acc_op": 90
 SAME_COSTS = {"t_op": 8.0, "energy_op_mj": 0.01, "omega": 1.5, "converged": 1.0}
 
 
-def test_fronts_follow_validation_unless_told_otherwise(tmp_path):
+def test_fronts_follow_validation_unless_told_otherwise(tmp_path, mlflow_store):
     from snnconv import tracking
     from snnconv.sweep import finish_sweep
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store.uri
     tracker = tracking.start_sweep(uri, "snnconv", "sweep-choice", {}, {tracking.SELECT_ON_TAG: "val"})
     run_ids = {}
     for name, accuracies in DISAGREEING.items():
@@ -254,7 +261,7 @@ def _drive_scheduler(scheduler, methods: list[str]) -> list[str]:
                          + [("optuna", objective) for objective in OBJECTIVES])
 def test_every_search_algorithm_and_scheduler_pickles_into_a_working_state(tmp_path, monkeypatch, search,
                                                                             objective, scheduler):
-    """Issue 22: Ray Tune pickles the search algorithm and the scheduler (to start the sweep and to save it
+    """Ray Tune pickles the search algorithm and the scheduler (to start the sweep and to save it
     for --resume). Every one the sweep builds (the demo preset with each search, objective and scheduler)
     goes through Ray's cloudpickle and, driven the same way, proposes the same trials and takes the same
     decisions as the original, also when pickled (or saved and restored) again mid-sweep. Optuna 5.1's
@@ -306,8 +313,8 @@ def test_bad_selection_settings_are_refused(tmp_path, capsys):
 
 @pytest.mark.ray
 @pytest.mark.searches  # the short random-search sweep of make test-latest
-def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ray_local):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, mlflow_store, ray_local):
+    uri = mlflow_store.uri
     spec = load_spec(config_file=str(write_spec(tmp_path)))
     outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
     client, runs = children(uri, outcome.parent_run_id)
@@ -386,7 +393,7 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
                                              for m in members)
             assert run.data.tags[f"pareto_{front}_tied"] == str(tied).lower(), (front, run.info.run_name)
     assert [sentence.split(":")[0] for sentence in outcome.ties] == ["latency front", "energy front"]
-    # one stage-1 training per key, one per method here, before the trials (issue 23): every trial loads it
+    # one stage-1 training per key, one per method here, before the trials: every trial loads it
     assert sorted((fact["method"], fact["cache_hit"]) for fact in outcome.stage1) == [("qcfs", False),
                                                                                       ("rnl", False)]
     for method in ("rnl", "qcfs"):
@@ -405,10 +412,10 @@ def test_tiny_sweep_logs_every_trial_and_trains_stage1_once_per_key(tmp_path, ra
 
 
 @pytest.mark.ray
-def test_repeats_run_each_configuration_with_k_seeds_and_the_front_takes_their_mean(tmp_path, ray_local):
+def test_repeats_run_each_configuration_with_k_seeds_and_the_front_takes_their_mean(tmp_path, mlflow_store, ray_local):
     import statistics
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store.uri
     spec = load_spec(config_file=str(write_spec(tmp_path, search="optuna", repeats=3, seed=5)))
     outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
     client, configurations = children(uri, outcome.parent_run_id)
@@ -455,8 +462,8 @@ def test_repeats_run_each_configuration_with_k_seeds_and_the_front_takes_their_m
 
 
 @pytest.mark.ray
-def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, mlflow_store, ray_local):
+    uri = mlflow_store.uri
     path = write_spec(tmp_path, methods=["rnl"], search="grid", num_samples=1,
                       space={"rnl": {"stage1.lr": {"type": "choice", "values": [0.05, 1.0e12]}}})
     options = SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "r"))
@@ -481,13 +488,13 @@ def tune_results(storage: Path) -> dict[str, list[dict]]:
 
 @pytest.mark.ray
 @pytest.mark.searches  # the short Optuna sweep of make test-latest
-def test_optuna_search_with_asha_finishes_trials_and_records_the_pruned(tmp_path, ray_local, capsys):
-    """Issue 23's reproduction: ASHA with a first rung early in the stage and 5 stage-2 / fine-tune epochs per
+def test_optuna_search_with_asha_finishes_trials_and_records_the_pruned(tmp_path, mlflow_store, ray_local, capsys):
+    """A reproduction: ASHA with a first rung early in the stage and 5 stage-2 / fine-tune epochs per
     method (trials report more often than any rung count). Before, ASHA counted reports against max_t and
     stopped all four trials before their results ("0 of 4 trials finished"). Now its time is the fraction of
     the trial's stage done, the same unit for rnl and qcfs, and the stage's end is reported only with the
     result: every trial is FINISHED with its full result or KILLED as pruned with its last validation accuracy."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store.uri
     trial = json.loads(json.dumps(TINY["trial"]))
     trial["rnl"].update(epochs=5, inspect_interval=10)
     trial["qcfs"].update(finetune_epochs=5)
@@ -561,10 +568,10 @@ def test_every_search_algorithm_has_a_short_sweep_that_make_test_latest_runs():
 
 @pytest.mark.ray
 @pytest.mark.searches
-def test_a_short_grid_sweep_runs_every_point_once(tmp_path, ray_local):
-    """Issue 22: the short grid sweep (see :data:`SHORT_SWEEPS`): every point of the grid once, each trial
+def test_a_short_grid_sweep_runs_every_point_once(tmp_path, mlflow_store, ray_local):
+    """The short grid sweep (see :data:`SHORT_SWEEPS`): every point of the grid once, each trial
     FINISHED in MLflow with its operating point."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store.uri
     spec = load_spec(config_file=str(write_spec(tmp_path, search="grid", **GRID)))
     outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
     client, runs = children(uri, outcome.parent_run_id)
@@ -576,7 +583,7 @@ def test_a_short_grid_sweep_runs_every_point_once(tmp_path, ray_local):
 
 
 def test_folders_are_made_absolute_at_the_driver(tmp_path, monkeypatch):
-    """Issue 23: every folder of a sweep file is absolute, ``~`` expanded, before any trial starts (a trial
+    """Every folder of a sweep file is absolute, ``~`` expanded, before any trial starts (a trial
     runs in a working directory of its own, where a relative folder would not be found)."""
     from snnconv.sweep_spec import resolve_paths
 
@@ -599,7 +606,7 @@ def test_folders_are_made_absolute_at_the_driver(tmp_path, monkeypatch):
 
 @pytest.mark.ray
 def test_a_trial_finds_a_relative_data_dir(tmp_path, ray_local, monkeypatch):
-    """Issue 23: a sweep file's relative data_dir (as the presets have, ./data/...) reaches the trials, which
+    """A sweep file's relative data_dir (as the presets have, ./data/...) reaches the trials, which
     Ray Tune runs in working directories of their own: before, every such trial failed with "not found"."""
     from mlflow import MlflowClient
     from PIL import Image
@@ -678,3 +685,27 @@ def test_an_interrupted_sweep_resumes_without_running_a_trial_or_a_seed_twice(tm
             "FINISHED"}
     # the seeds that had finished were kept, not run again
     assert done_before <= {run.info.run_id for run in seed_runs("FINISHED")} and len(seed_runs()) == 4
+
+
+def test_a_sweep_file_without_space_searches_each_methods_standard_space(tmp_path):
+    from snnconv.method_registry import get_method
+    from snnconv.sweep_command import build_parser, spec_from_arguments
+
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("name: bare\nmethods: [datanorm]\n")
+    spec = load_spec(config_file=str(bare))
+    assert spec.space == {name: dict(get_method(name).search_space) for name in ("rnl", "qcfs", "datanorm")}
+    assert spec.space["datanorm"] == {"datanorm.percentile": {"type": "choice", "values": [99.9, 99.99, 100.0]}}
+    # a space section, even an empty one, is taken as written ...
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("name: empty\nmethods: [qcfs]\nspace: {}\n")
+    assert load_spec(config_file=str(empty)).space == {}
+    # ... and --method NAME gives a method the file has no space for its standard one
+    args = build_parser().parse_args(["--config", str(empty), "--method", "qcfs,datanorm"])
+    spec = spec_from_arguments(args, None)
+    assert spec.methods == ["qcfs", "datanorm"] and set(spec.space) == {"qcfs", "datanorm"}
+    args = build_parser().parse_args(["--config", str(empty), "--method", "all"])
+    assert spec_from_arguments(args, None).methods == ["rnl", "qcfs", "datanorm"]
+    args = build_parser().parse_args(["--config", str(empty), "--method", "nope"])
+    with pytest.raises(ConfigError, match="methods: \\['nope'\\] is not allowed; choose from rnl, qcfs, datanorm"):
+        spec_from_arguments(args, None)

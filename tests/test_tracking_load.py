@@ -1,4 +1,4 @@
-"""The MLflow tracking server under a sweep's load (``bench/bench_tracking.py``, issue 24).
+"""The MLflow tracking server under a sweep's load (``bench/bench_tracking.py``).
 
 * a server with a PostgreSQL store, started as the benchmark starts it, takes 128 trial-like clients
   logging at once and loses nothing: every run FINISHED, every param, metric value (each curve point),

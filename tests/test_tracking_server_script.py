@@ -1,11 +1,11 @@
-"""Issue 16: ``cluster/tracking_server.sh``, which the cluster files run on the head: the tracking
+"""``cluster/tracking_server.sh``, which the cluster files run on the head: the tracking
 server starts with MLflow's authentication app and credentials made once (private files, never
 printed), stops by its pid file only (another process named "mlflow server" survives), and its
-watchdog stops it once the head's Ray is gone. Issue 23: its home (store, artifacts, users) is on the
+watchdog stops it once the head's Ray is gone. Its home (store, artifacts, users) is on the
 shared mount, as the cluster files set it, and a later cluster's start reuses it: the runs, the
 artifacts and the admin password are still there, a pid file another machine left is ignored, and a
 secrets folder whose password the kept users' database does not know is refused with a message.
-Issue 24: the store is PostgreSQL by default (the head's own, its data in the home; or a database of the
+The store is PostgreSQL by default (the head's own, its data in the home; or a database of the
 user's, named in the secrets folder), kept across a stop and a later start; SQLite when asked for; a bad
 database URL or setting is refused in one line before the server starts, and a home's kept store is never
 hidden behind an empty one. Real processes on 127.0.0.1, a temporary HOME and shared folder."""
@@ -61,7 +61,7 @@ def test_server_starts_with_authentication_and_stops_by_its_pid_file(tmp_path, m
     env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "SNNCONV_MLFLOW_HOST": "127.0.0.1", "SNNCONV_MLFLOW_PORT": str(port), "PYTHON": sys.executable,
            "SNNCONV_RAY_PORT": str(free_port()), "SNNCONV_WATCH_GRACE_S": "600", "SNNCONV_MLFLOW_HOME": str(home),
-           "SNNCONV_MLFLOW_STORE": "sqlite"}  # issue 24: SQLite when asked for (the default is PostgreSQL)
+           "SNNCONV_MLFLOW_STORE": "sqlite"}  # SQLite when asked for (the default is PostgreSQL)
     other = subprocess.Popen(["bash", "-c", 'exec -a "mlflow server --port 1" sleep 300'], start_new_session=True)
     try:
         started = subprocess.run([str(SCRIPT), "start", str(secrets)], env=env, capture_output=True, text=True,
@@ -150,7 +150,7 @@ def test_server_starts_with_authentication_and_stops_by_its_pid_file(tmp_path, m
         assert f"delete {home / 'auth.db'}" in lost.stderr
         assert not (home / "server.pid").exists() and not listening(port)
 
-        # issue 24: the default store is now PostgreSQL; this home's runs are in SQLite: refused, never hidden
+        # the default store is PostgreSQL; this home's runs are in SQLite: refused, never hidden
         del env["SNNCONV_MLFLOW_STORE"]
         hidden = subprocess.run([str(SCRIPT), "start", str(secrets)], env=env, capture_output=True, text=True,
                                 timeout=60)
@@ -165,7 +165,7 @@ def test_server_starts_with_authentication_and_stops_by_its_pid_file(tmp_path, m
 
 
 # ---------------------------------------------------------------------------------------------
-# issue 24: the store on PostgreSQL
+# the store on PostgreSQL
 
 #: a password no output may show
 SECRET = "pw-secret-9"

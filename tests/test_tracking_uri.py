@@ -213,7 +213,7 @@ def test_a_server_with_authentication_refuses_missing_or_wrong_credentials(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------
-# databases: PostgreSQL (the session's `postgres` fixture, tests/servers.py), issue 24
+# databases: PostgreSQL (the session's `postgres` fixture, tests/servers.py)
 
 #: a password no message may show
 SECRET = "pw-secret-9"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .method_registry import find_method
+from .method_registry import find_method, registered
 from .pareto import (
     FRONT_NAMES,
     FRONTS,
@@ -72,6 +72,11 @@ def save_figure(figure: Figure, path: Path | str) -> Path:
 def axis_label(column: str) -> str:
     """Axis title of a metric column, with its unit."""
     costs = {spec.cost: spec.axis for spec in (*LEGACY_FRONTS.values(), *FRONTS.values())}  # current ones win
+    if column == "t_op":  # each method's latency unit, from the registry: rnl, datanorm: IF time steps; qcfs: ...
+        units: dict[str, list[str]] = {}
+        for method in registered():
+            units.setdefault(method.latency_unit, []).append(method.name)
+        return "latency t_op (" + "; ".join(f"{', '.join(names)}: {unit}" for unit, names in units.items()) + ")"
     return {"val_acc_op": "validation accuracy at t_op (%)", "acc_op": "test accuracy at t_op (%)",
             "snn_acc": "SNN test accuracy (%)", "energy_mj": "energy per image (mJ)",
             "synops": "synaptic operations per image", **costs}.get(column, column)
