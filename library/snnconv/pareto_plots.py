@@ -330,7 +330,7 @@ def plot_operating_curves(runs: pd.DataFrame, val_curves: Mapping[str, pd.Series
     axes.scatter([], [], color="0.6", edgecolor="black", linewidth=0.6, s=40,
                  label="operating point (t_op, val_acc_op)")
     return _finish(figure, axes, path, xlabel="IF time step t", ylabel="SNN accuracy after t steps (%)",
-                   title="acc(t) of the front's rnl runs",
+                   title=f"acc(t) of the front's IF runs ({', '.join(if_methods())})",
                    legend_size=7, legend_loc="lower right")
 
 

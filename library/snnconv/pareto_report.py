@@ -5,7 +5,7 @@
 (self-contained: the PNGs are embedded as base64), ``report.md``, ``pareto.csv``, ``summary.json``
 and the plots (``snnconv.pareto_plots``): each front (``front_latency.png``, ``front_energy.png``,
 ``front_omega.png`` with one panel per method), the joint front, the acc(t) curves of the front's
-rnl runs with their operating points, the per-layer L of the front's qcfs runs, and with a
+IF runs (rnl, datanorm) with their operating points, the per-layer L of the front's qcfs runs, and with a
 comparison sweep both sweeps' fronts on one plot per front. It reads nothing from MLflow: the
 ``analysis/pareto.py`` command (``snnconv.pareto_command``) reads the sweep and passes it in.
 
@@ -298,9 +298,9 @@ def _curves_text(analysis: ParetoAnalysis, drawn: bool) -> str:
     qcfs = ("qcfs runs are not drawn: their operating point is PASCAL's exact T_eff, not a point of an IF curve "
             "(their if_snn_acc_t is only an IF comparison).")
     if not drawn:
-        return f"No rnl run on a front logged val_snn_acc_t or snn_acc_t. {qcfs}"
-    return ("acc(t) of the rnl runs on a front: validation solid, test dotted; the dot is the operating point "
-            f"(t_op, val_acc_op). {qcfs}")
+        return f"No IF run (rnl, datanorm) on a front logged val_snn_acc_t or snn_acc_t. {qcfs}"
+    return ("acc(t) of the IF runs (rnl, datanorm) on a front: validation solid, test dotted; the dot is the "
+            f"operating point (t_op, val_acc_op). {qcfs}")
 
 
 def _markdown_table(table: pd.DataFrame) -> str:

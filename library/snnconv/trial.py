@@ -9,6 +9,7 @@ names), runs its own stage 2 and conversion, and returns a :class:`TrialResult`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,13 +23,15 @@ from torch import nn
 from .cache import Stage1Cache, check_fits
 from .cache_key import stage1_key
 from .config import TrialConfig, validate
+from .convert import to_if
 from .data import DataBundle, DataFacts, describe_data, load_data
 from .export import model_metadata
 from .layers import ActivationFactory, RateNorm, activation_factory
 from .method_registry import get_method
-from .metrics import wilson_interval
+from .metrics import OmegaResult, ann_macs, energy_mj, model_omega, wilson_interval
 from .models import build_model
-from .operating_point import OperatingPoint
+from .operating_point import OperatingPoint, if_operating_point
+from .simulate import SimulationResult, first_step_within, simulate
 from .train import (
     EpochCallback,
     EpochStats,
@@ -290,4 +293,72 @@ def reseed_loader(loader: Any, seed: int) -> None:
     if isinstance(generator, torch.Generator):
         generator.manual_seed(seed)
 
+
+# ---------------------------------------------------------------------------------------------
+# a rate-coded IF network's evaluation, shared by the methods whose SNN it is (rnl, datanorm)
+
+
+@dataclass
+class IfEvaluation:
+    """A trial's final ANN and its rate-coded IF network, measured: the ANN's test accuracy and its Ω on
+    validation (whose pass also gives the validation ANN accuracy), both splits simulated for ``t_max`` steps,
+    the operating point chosen on the validation acc(t), ``t_eff`` on the test acc(t), the ANN's dense MACs
+    per image."""
+
+    ann_acc: float
+    omega: OmegaResult
+    val: SimulationResult
+    test: SimulationResult
+    point: OperatingPoint
+    t_eff: float
+    macs: float
+
+    def extra_metrics(self) -> dict[str, float]:
+        """The metrics every IF method logs beside its own: Ω's output term, the input layer's MACs, the ANN's
+        MACs and energy, the energy at ``t_eff`` (NaN past T_max) and the simulations' seconds."""
+        t_max = len(self.test.acc_curve)
+        return {"omega_output": self.omega.output, "input_macs": self.test.input_macs, "ann_macs": self.macs,
+                "ann_energy_mj": energy_mj(0.0, self.macs),
+                "energy_at_t_eff_mj": self.test.energy_at(int(self.t_eff)) if self.t_eff <= t_max else math.nan,
+                "simulation_seconds": self.test.seconds + self.val.seconds}
+
+
+def evaluate_if_network(model: nn.Module, data: DataBundle, device: torch.device, *, v_init: str, t_max: int,
+                        latency_tolerance: float, on_progress: ProgressCallback) -> IfEvaluation:
+    """Measure ``model`` (a trained ANN whose activations convert to IF neurons) and its IF network
+    (``snnconv.convert.to_if``) on ``data``; reports ``on_progress("simulate", ...)`` once at the end."""
+    omega = model_omega(model, data.val, device, weighting="mean")  # also the validation ANN accuracy
+    ann_acc = evaluate(model, data.test, device)
+    snn = to_if(model, v_init=v_init)
+    val_simulation = simulate(snn, data.val, t_max, device)
+    simulation = simulate(snn, data.test, t_max, device)
+    point = if_operating_point(val_simulation.acc_curve, simulation.acc_curve, latency_tolerance,
+                               val_simulation.energy_at)
+    t_eff = first_step_within(simulation.acc_curve, ann_acc, latency_tolerance)
+    images, _ = next(iter(data.test))
+    macs = sum(ann_macs(model, images.to(device)).values())
+    on_progress("simulate", {"val_acc_op": point.val_acc_op, "t_op": point.t_op, "synops": simulation.synops})
+    return IfEvaluation(ann_acc, omega, val_simulation, simulation, point, t_eff, macs)
+
+
+def if_trial_result(method: str, config: TrialConfig, first: Stage1Result, data: DataBundle, device: torch.device,
+                    model: nn.Module, measured: IfEvaluation, *, latency_tolerance: float,
+                    layers: list[dict[str, Any]], extra: Mapping[str, float],
+                    tables: dict[str, list[dict[str, Any]]] | None = None, start: float) -> TrialResult:
+    """The :class:`TrialResult` of an IF method's trial from its evaluation (``extra``: the method's own metrics,
+    beside :meth:`IfEvaluation.extra_metrics`; ``start``: the trial's ``time.perf_counter()`` at its start)."""
+    point, val, test = measured.point, measured.val, measured.test
+    t_op = int(point.t_op)
+    return TrialResult(
+        method=method, ann_acc=measured.ann_acc, val_ann_acc=measured.omega.accuracy, snn_acc=test.snn_acc,
+        val_snn_acc=val.snn_acc, operating_point=point, latency_tolerance=latency_tolerance,
+        omega=measured.omega.mean, t_eff=measured.t_eff, synops=test.synops, energy_mj=test.energy_mj,
+        curves={"snn_acc_t": test.acc_curve, "val_snn_acc_t": val.acc_curve},
+        layers=layers, tables=tables or {}, extra_metrics={**extra, **measured.extra_metrics()},
+        warnings=stage1_warnings(first),
+        stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
+        seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
+        **device_record(device),
+        image_correct={"val": val.image_correct[t_op - 1].numpy(), "test": test.image_correct[t_op - 1].numpy()},
+    )
 

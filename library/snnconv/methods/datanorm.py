@@ -32,24 +32,19 @@ import torch
 from torch import nn
 
 from ..config import TrialConfig, choice, in_range, non_negative, positive
-from ..convert import to_if
 from ..layers import ClippedReLU
 from ..method_registry import ConversionMethod
-from ..metrics import ann_macs, energy_mj, model_omega
 from ..models import activation_layers
-from ..operating_point import if_operating_point
-from ..simulate import first_step_within, simulate
-from ..train import evaluate, seed_everything
+from ..train import seed_everything
 from ..trial import (
     ProgressCallback,
     TrialResult,
     calibration_images,
-    device_record,
-    model_record,
+    evaluate_if_network,
+    if_trial_result,
     reseed_loader,
     stage1,
     stage1_progress,
-    stage1_warnings,
 )
 
 
@@ -137,40 +132,17 @@ def run(config: TrialConfig, on_progress: ProgressCallback, device: torch.device
     thresholds = layer_thresholds(first.model, calibration_images(data.train, settings.calibration_batches, device),
                                   settings.percentile)
     model = clip_at(first.model, thresholds).eval()
-    omega = model_omega(model, data.val, device, weighting="mean")  # also the clipped ANN's validation accuracy
-    ann_acc = evaluate(model, data.test, device)
-    snn = to_if(model, v_init=settings.v_init)
-    val_simulation = simulate(snn, data.val, settings.t_max, device)
-    simulation = simulate(snn, data.test, settings.t_max, device)
-    point = if_operating_point(val_simulation.acc_curve, simulation.acc_curve, settings.latency_tolerance,
-                               val_simulation.energy_at)
-    t_eff = first_step_within(simulation.acc_curve, ann_acc, settings.latency_tolerance)
-    images, _ = next(iter(data.test))
-    macs = sum(ann_macs(model, images.to(device)).values())
-    on_progress("simulate", {"val_acc_op": point.val_acc_op, "t_op": point.t_op, "synops": simulation.synops})
+    measured = evaluate_if_network(model, data, device, v_init=settings.v_init, t_max=settings.t_max,
+                                   latency_tolerance=settings.latency_tolerance, on_progress=on_progress)
+    test = measured.test
     layers = [{"name": layer.name, "fan_in": layer.fan_in, "threshold": thresholds[layer.name],
-               "omega": omega.per_layer[layer.name], "firing_rate": simulation.firing_rates[layer.name],
-               "spikes_per_image": simulation.spike_counts[layer.name], "fan_out": simulation.fan_out[layer.name]}
+               "omega": measured.omega.per_layer[layer.name], "firing_rate": test.firing_rates[layer.name],
+               "spikes_per_image": test.spike_counts[layer.name], "fan_out": test.fan_out[layer.name]}
               for layer in activation_layers(model)]
-    extra = {
-        "stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc, "omega_output": omega.output,
-        "min_threshold": min(thresholds.values()), "max_threshold": max(thresholds.values()),
-        "input_macs": simulation.input_macs, "ann_macs": macs, "ann_energy_mj": energy_mj(0.0, macs),
-        "energy_at_t_eff_mj": simulation.energy_at(int(t_eff)) if t_eff <= settings.t_max else math.nan,
-        "simulation_seconds": simulation.seconds + val_simulation.seconds,
-    }
-    return TrialResult(
-        method="datanorm", ann_acc=ann_acc, val_ann_acc=omega.accuracy, snn_acc=simulation.snn_acc,
-        val_snn_acc=val_simulation.snn_acc, operating_point=point, latency_tolerance=settings.latency_tolerance,
-        omega=omega.mean, t_eff=t_eff, synops=simulation.synops, energy_mj=simulation.energy_mj,
-        curves={"snn_acc_t": simulation.acc_curve, "val_snn_acc_t": val_simulation.acc_curve},
-        layers=layers, extra_metrics=extra, warnings=stage1_warnings(first),
-        stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
-        seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
-        **device_record(device),
-        image_correct={"val": val_simulation.image_correct[int(point.t_op) - 1].numpy(),
-                       "test": simulation.image_correct[int(point.t_op) - 1].numpy()},
-    )
+    extra = {"stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
+             "min_threshold": min(thresholds.values()), "max_threshold": max(thresholds.values())}
+    return if_trial_result("datanorm", config, first, data, device, model, measured,
+                           latency_tolerance=settings.latency_tolerance, layers=layers, extra=extra, start=start)
 
 
 def stage1_activation(config: TrialConfig) -> dict[str, Any]:

@@ -20,16 +20,13 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, TrialConfig, choice, non_negative, positive, setting
-from ..convert import to_if
 from ..data import load_data
 from ..layers import RateNorm
 from ..method_registry import ConversionMethod
-from ..metrics import ann_macs, energy_mj, model_omega
 from ..models import activation_layers
-from ..operating_point import if_operating_point
-from ..simulate import SimulationResult, first_step_within, simulate
-from ..train import evaluate, seed_everything, train_ril
-from ..trial import ProgressCallback, TrialResult, device_record, model_record, stage1, stage1_progress, stage1_warnings
+from ..simulate import SimulationResult
+from ..train import seed_everything, train_ril
+from ..trial import ProgressCallback, TrialResult, evaluate_if_network, if_trial_result, stage1, stage1_progress
 
 
 @dataclass
@@ -127,42 +124,20 @@ def run(config: TrialConfig, on_progress: ProgressCallback, device: torch.device
     steps = max(1, rnl.epochs * len(data.train))  # stage 2's training steps, for its progress fraction
     ril = train_ril(model, data.train, data.val, rnl, device,
                     on_validate=lambda row: on_progress("stage2", {**row, "progress": min(1.0, row["step"] / steps)}))
-    omega = model_omega(model, data.val, device, weighting="mean")  # also the validation ANN accuracy
-    ann_acc = evaluate(model, data.test, device)
-    snn = to_if(model, v_init=rnl.v_init)
-    val_simulation = simulate(snn, data.val, rnl.t_max, device)
-    simulation = simulate(snn, data.test, rnl.t_max, device)
-    point = if_operating_point(val_simulation.acc_curve, simulation.acc_curve, rnl.latency_tolerance,
-                               val_simulation.energy_at)
-    t_eff = first_step_within(simulation.acc_curve, ann_acc, rnl.latency_tolerance)
-    images, _ = next(iter(data.test))
-    macs = sum(ann_macs(model, images.to(device)).values())
-    on_progress("simulate", {"val_acc_op": point.val_acc_op, "t_op": point.t_op, "synops": simulation.synops})
+    measured = evaluate_if_network(model, data, device, v_init=rnl.v_init, t_max=rnl.t_max,
+                                   latency_tolerance=rnl.latency_tolerance, on_progress=on_progress)
     extra = {
         "stage1_val_acc": first.val_acc, "stage1_test_acc": first.test_acc,
         "stage2_start_val_acc": ril.start_val_acc, "stage2_start_omega": ril.start_omega,
         "stage2_val_acc": ril.chosen["val_acc"], "stage2_val_omega": ril.chosen["omega"],
         "stage2_steps": float(ril.steps), "stage2_chosen_step": float(ril.chosen["step"]),
-        "stage2_stopped_early": float(ril.stopped_early), "omega_output": omega.output,
-        "omega_doubled": omega.aggregate("doubled"), "p_mean": ril.chosen["p"],
-        "input_macs": simulation.input_macs, "ann_macs": macs, "ann_energy_mj": energy_mj(0.0, macs),
-        "energy_at_t_eff_mj": simulation.energy_at(int(t_eff)) if t_eff <= rnl.t_max else math.nan,
-        "simulation_seconds": simulation.seconds + val_simulation.seconds,
+        "stage2_stopped_early": float(ril.stopped_early), "omega_doubled": measured.omega.aggregate("doubled"),
+        "p_mean": ril.chosen["p"],
     }
-    layers = layer_table(model, omega.per_layer, simulation)
-    return TrialResult(
-        method="rnl", ann_acc=ann_acc, val_ann_acc=omega.accuracy, snn_acc=simulation.snn_acc,
-        val_snn_acc=val_simulation.snn_acc, operating_point=point, latency_tolerance=rnl.latency_tolerance,
-        omega=omega.mean, t_eff=t_eff, synops=simulation.synops, energy_mj=simulation.energy_mj,
-        curves={"snn_acc_t": simulation.acc_curve, "val_snn_acc_t": val_simulation.acc_curve},
-        layers=layers, tables={"candidates": ril.candidates}, extra_metrics=extra,
-        warnings=stage1_warnings(first),
-        stage1_key=first.key, stage1_cache_hit=first.cache_hit, stage1_seconds=first.seconds,
-        seconds=time.perf_counter() - start, model=model, **model_record(config, data, point, layers),
-        **device_record(device),
-        image_correct={"val": val_simulation.image_correct[int(point.t_op) - 1].numpy(),
-                       "test": simulation.image_correct[int(point.t_op) - 1].numpy()},
-    )
+    layers = layer_table(model, measured.omega.per_layer, measured.test)
+    return if_trial_result("rnl", config, first, data, device, model, measured,
+                           latency_tolerance=rnl.latency_tolerance, layers=layers, extra=extra,
+                           tables={"candidates": ril.candidates}, start=start)
 
 
 METHOD = ConversionMethod(
