@@ -180,7 +180,7 @@ def test_sweep_then_report_then_mlflow_ui(e2e_sweep):
 LOAD = """
 import json, sys
 import mlflow
-from snnconv.export import evaluate_snn
+from snnconv.logged_model import evaluate_snn
 
 found = {}
 for uri in sys.argv[1:]:

@@ -127,6 +127,7 @@ def test_the_toy_method_runs_through_run_trial(toy, tmp_path, one_thread):
 @pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_the_toy_method_runs_in_a_two_trial_sweep(toy, tmp_path):
+    import ray
     import ray.cloudpickle
 
     from snnconv import tracking
@@ -141,7 +142,11 @@ def test_the_toy_method_runs_in_a_two_trial_sweep(toy, tmp_path):
                      space={"toy": {"toy.gain": {"type": "choice", "values": [0.5, 1.0]}}})
     validate_spec(spec)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:  # a Ray of this test's own, stopped after it (run_sweep leaves a running Ray to its caller)
+        outcome = run_sweep(spec, SweepOptions(tracking_uri=uri, storage_path=str(tmp_path / "ray")))
+    finally:
+        ray.shutdown()
     assert outcome.status == "FINISHED" and outcome.total == 2 and len(outcome.table) == 2
     assert [fact["method"] for fact in outcome.stage1] == ["toy"]  # its stage-1 network trained first, in a worker
     sweep = tracking.load_sweep(uri)

@@ -20,7 +20,7 @@ import pytest
 from snnconv import pareto_command, tracking, trial_record
 from snnconv.config import TrialConfig, apply_overrides
 from snnconv.data import describe_data, load_data
-from snnconv.export import build_snn, evaluate_snn
+from snnconv.logged_model import build_snn, evaluate_snn
 from snnconv.pipeline import TrialResult, run_trial
 from snnconv.sweep_spec import trial_params
 

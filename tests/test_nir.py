@@ -19,8 +19,8 @@ from snnconv import nir as snnconv_nir  # `nir` below is the NIR package itself
 from snnconv import tracking, trial_record
 from snnconv.config import TrialConfig, apply_overrides
 from snnconv.convert import to_if
-from snnconv.export import load_test_split
 from snnconv.layers import activation_factory
+from snnconv.logged_model import load_test_split
 from snnconv.models import build_model
 from snnconv.nir.__main__ import main as export_command
 from snnconv.pipeline import TrialResult, run_trial

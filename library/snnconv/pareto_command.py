@@ -230,7 +230,7 @@ def register_knee(sweep: tracking.SweepRuns, knee: Mapping[str, Any], name: str)
             "snnconv.t_op": f"{as_number(knee.get('t_op')):g}", "snnconv.acc_op": f"{as_number(knee.get('acc_op')):g}"}
     description = (f"Knee of the {REGISTER_FRONT} front of sweep {sweep.sweep_name}: {run_ref(knee)}, "
                    f"{knee.get('method')} at {latency_text(knee)}. Rebuild and run its SNN with "
-                   f"snnconv.export.evaluate_snn(model, metadata).")
+                   f"snnconv.logged_model.evaluate_snn(model, metadata).")
     return tracking.register_run_model(sweep.tracking_uri, str(knee["run_id"]), name, description=description,
                                        tags=tags)
 

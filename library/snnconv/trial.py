@@ -25,8 +25,8 @@ from .cache_key import stage1_key
 from .config import TrialConfig, validate
 from .convert import to_if
 from .data import DataBundle, DataFacts, describe_data, load_data
-from .export import model_metadata
 from .layers import ActivationFactory, RateNorm, activation_factory
+from .logged_model import model_metadata
 from .method_registry import get_method
 from .metrics import OmegaResult, ann_macs, energy_mj, model_omega, wilson_interval
 from .models import build_model
@@ -176,7 +176,7 @@ class TrialResult:
     model: nn.Module | None = field(default=None, repr=False)
     #: the data set the trial saw: name, split sizes, digest (``snnconv.data.describe_data``)
     data: DataFacts | None = None
-    #: what rebuilds the trial's SNN from ``model`` (``snnconv.export.model_metadata``); logged as
+    #: what rebuilds the trial's SNN from ``model`` (``snnconv.logged_model.model_metadata``); logged as
     #: the MLflow model's metadata
     model_metadata: dict[str, Any] = field(default_factory=dict)
     #: one test image [1, C, H, W] on the CPU: the logged model's input example

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import tracking
-from ..export import load_test_split
+from ..logged_model import load_test_split
 from ..pareto_report import ReportFolderError, check_report_folder
 from . import (
     Agreement,

@@ -141,7 +141,7 @@ def to_nir(model: nn.Module, metadata: Mapping[str, Any]) -> Any:
     """The trial's rate-coded IF network (:func:`if_network`) as a ``nir.NIRGraph``.
 
     ``model`` is the trial's ANN (the logged model) and ``metadata`` its model metadata
-    (:func:`snnconv.export.model_metadata`: method, v_init, input_shape, num_classes, ...). Node
+    (:func:`snnconv.logged_model.model_metadata`: method, v_init, input_shape, num_classes, ...). Node
     names are the layer names with ``.`` replaced by ``_`` (:func:`node_name`); see the :mod:`snnconv.nir`
     docstring for what each node holds. ValueError for a model that is not a chain of supported layers
     (ResNet's residual additions are refused).

@@ -9,7 +9,7 @@ operating point ``t_op``, ``val_acc_op``, ``acc_op``, ``energy_op_mj``, ``conver
 carry an ``error`` tag; after the sweep each child has ``pareto_latency``, ``pareto_energy`` and
 ``pareto_omega`` tags. A finished trial logs its final model as an MLflow PyTorch model named ``model``
 (a LoggedModel of the run: ``runs:/<run id>/model``) whose metadata rebuilds its SNN
-(``snnconv.export``), and its data set as the run's dataset input; the experiment is tagged
+(``snnconv.logged_model``), and its data set as the run's dataset input; the experiment is tagged
 ``mlflow.experimentKind`` = ``custom_model_development``.
 """
 

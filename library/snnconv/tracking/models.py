@@ -93,7 +93,7 @@ def register_run_model(tracking_uri: str, run_id: str, name: str, *, description
 def load_run_model(tracking_uri: str, run_id: str) -> tuple[Any, dict[str, Any]]:
     """The model trial run ``run_id`` logged (:func:`find_run_model`), loaded with
     ``mlflow.pytorch.load_model`` from a local copy of its artifacts, and its metadata (the
-    conversion settings, ``snnconv.export.model_metadata``). ``TrackingError`` when the run logged
+    conversion settings, ``snnconv.logged_model.model_metadata``). ``TrackingError`` when the run logged
     no model."""
     import mlflow.artifacts
     import mlflow.pytorch

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="digits, synthetic, mnist, fashion-mnist, cifar10, cifar100, imagenet")
     parser.add_argument("--data-dir", help="folder holding MNIST, Fashion-MNIST, CIFAR or ImageNet "
                                              "(python -m snnconv.data prepare fills it)")
-    parser.add_argument("--method", help="activation of stage 1: rnl (Rate Norm) or qcfs")
+    parser.add_argument("--method", help="whose stage-1 network: rnl (Rate Norm), qcfs (QCFS) or datanorm (ReLU)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
