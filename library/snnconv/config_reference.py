@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import types
 from collections.abc import Iterator, Sequence
@@ -43,8 +42,6 @@ END = "<!-- config:reference:end -->"
 
 #: columns of the generated table
 COLUMNS = ("key", "type", "default", "allowed", "meaning")
-
-_SAME_LINE_COMMENT = re.compile(r"\s#:\s?(.*)$")
 
 
 @dataclass(frozen=True)
