@@ -6,7 +6,7 @@ Formulas follow ``docs/methods.md``; each function's docstring names its section
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,6 +310,27 @@ def al_metric(values: Any, num_bins: int = 5) -> float:
     return float(peakedness * (skew ** 2 + 1.0) * (kurtosis + 3.0 * bins ** 2 / ((bins - 2) * (bins - 3))))
 
 
+@torch.no_grad()
+def layer_outputs(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], batches: Iterable[torch.Tensor],
+                  keep: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """``{name: [keep(output) per batch]}`` of each ``(name, module)`` of ``layers``, recorded by forward hooks
+    while ``model`` runs in eval mode over ``batches`` (image tensors ``[B, C, H, W]``); the model's mode is
+    restored and the hooks removed afterwards, also on an error."""
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in layers}
+    handles = [module.register_forward_hook(lambda mod, inp, out, name=name: outputs[name].append(keep(out)))
+               for name, module in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        for images in batches:
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return outputs
+
+
 def _qcfs_layers(model: nn.Module) -> list[tuple[str, QCFS]]:
     from .layers import QCFS
 
@@ -328,18 +349,7 @@ def al_per_layer(model: nn.Module, batches: Iterable[torch.Tensor], num_bins: in
     Runs the model in eval mode; returns ``{layer name: AL}`` in forward order.
     """
     layers = _qcfs_layers(model)
-    outputs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in layers}
-    handles = [module.register_forward_hook(lambda mod, inp, out, name=name: outputs[name].append(out.flatten()))
-               for name, module in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        for images in batches:
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    outputs = layer_outputs(model, layers, batches, keep=torch.flatten)
     if not outputs[layers[0][0]]:
         raise ValueError("al_per_layer got no calibration batches")
     return {name: al_metric(torch.cat(outputs[name]), num_bins) for name, _ in layers}

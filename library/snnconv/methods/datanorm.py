@@ -34,6 +34,7 @@ from torch import nn
 from ..config import TrialConfig, choice, in_range, non_negative, positive
 from ..layers import ClippedReLU
 from ..method_registry import ConversionMethod
+from ..metrics import layer_outputs
 from ..models import activation_layers
 from ..train import seed_everything
 from ..trial import (
@@ -86,21 +87,8 @@ def layer_thresholds(model: nn.Module, images: Sequence[torch.Tensor], percentil
     layers = [layer for layer in activation_layers(model) if isinstance(layer.module, nn.ReLU)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no ReLU layer to normalise; build it with activation 'relu'")
-    positive_outputs: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
-
-    def keep(name: str):
-        return lambda module, inputs, output: positive_outputs[name].append(output[output > 0].float().flatten())
-
-    handles = [layer.module.register_forward_hook(keep(layer.name)) for layer in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in images:
-            model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    positive_outputs = layer_outputs(model, [(layer.name, layer.module) for layer in layers], images,
+                                     keep=lambda output: output[output > 0].float().flatten())
     thresholds = {}
     for name, chunks in positive_outputs.items():
         values = torch.cat(chunks) if chunks else torch.empty(0)
